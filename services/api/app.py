@@ -1,0 +1,92 @@
+"""Builds the Litestar application from explicit dependencies (no import-time clients)."""
+
+from litestar import Litestar, Response, Router, get
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from nats.aio.client import Client
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.api.config import Settings
+from services.api.errors import exception_handlers
+from services.api.idempotency import IdempotencyMiddleware
+from services.api.routes import admin_bulk, bookings, lots, notifications, users, vehicles
+from services.api.topics import LotTopics
+from services.api.users import Identity
+from services.api.web import web_routes
+from services.api.ws import Gateway, ws_endpoint
+
+
+@get("/healthz", include_in_schema=False)
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@get("/readyz", include_in_schema=False)
+async def readyz(state: State) -> Response:
+    """Readiness: 200 while connected to NATS (so requests can reach the services)."""
+    if state.nc.is_connected:
+        return Response({"status": "ready"}, status_code=200)
+    return Response({"status": "not ready", "detail": "not connected to NATS"}, status_code=503)
+
+
+@get("/metrics", include_in_schema=False, media_type=CONTENT_TYPE_LATEST)
+async def metrics() -> bytes:
+    """Prometheus metrics of this api process."""
+    return generate_latest()
+
+
+def create_app(
+    settings: Settings, nc: Client, engine: AsyncEngine, on_identity_commit=None
+) -> Litestar:
+    """The api: REST under /api/v1, the WebSocket at /ws, OpenAPI at /schema, the web UI
+    at / (files under /static)."""
+    gateway = Gateway(nc)
+    state = State(
+        {
+            "settings": settings,
+            "nc": nc,
+            "engine": engine,
+            "gateway": gateway,
+            "lot_topics": LotTopics(nc),
+            "identity": Identity(
+                engine, settings.jwt_secret, settings.token_seconds, on_identity_commit
+            ),
+        }
+    )
+    api = Router(
+        path="/api/v1",
+        route_handlers=[
+            *users.routes,
+            *lots.routes,
+            *bookings.routes,
+            *vehicles.routes,
+            *notifications.routes,
+            *admin_bulk.routes,
+        ],
+        security=[{"bearer": []}],
+    )
+    return Litestar(
+        route_handlers=[api, ws_endpoint, healthz, readyz, metrics, *web_routes(settings)],
+        state=state,
+        exception_handlers=exception_handlers,
+        middleware=[
+            DefineMiddleware(IdempotencyMiddleware, engine=engine, jwt_secret=settings.jwt_secret)
+        ],
+        openapi_config=OpenAPIConfig(
+            title="Parkmate",
+            version="0.1.0",
+            description="Parking bookings whose clock the server owns, with live "
+            "notifications. See README.md for the WebSocket protocol.",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+                }
+            ),
+        ),
+        on_shutdown=[gateway.close_all],
+        debug=False,
+    )

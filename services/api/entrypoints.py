@@ -1,0 +1,67 @@
+"""Run the api: connect NATS and PostgreSQL, serve HTTP and WebSocket with uvicorn."""
+
+import asyncio
+
+import uvicorn
+
+from services.api import storage
+from services.api.app import create_app
+from services.api.config import Settings
+from services.runtime import logs, natsconn
+from services.runtime.db import make_engine
+from services.runtime.lifecycle import stop_event, until_stopped
+from services.runtime.outbox import OutboxRelay
+
+MAX_FRAME = 64 * 1024
+
+
+async def serve(
+    settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    """Serve until `stop`; then stop taking connections, close sockets, drain NATS."""
+    log = logs.get("api")
+    nc = await natsconn.connect(settings.common.nats_url, "parkmate-api")
+    js = nc.jetstream()
+    await natsconn.ensure_streams(js)
+    engine = make_engine(settings.common.database_url)
+    relay = OutboxRelay(engine, js, storage.outbox)
+    app = create_app(settings, nc, engine, relay.wake)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            lifespan="on",
+            ws_max_size=MAX_FRAME,
+            ws="websockets-sansio",
+            timeout_graceful_shutdown=5,
+        )
+    )
+    server.install_signal_handlers = lambda: None  # our own stop event decides
+    relay_task = asyncio.create_task(relay.run(), name="identity-outbox")
+    server_task = asyncio.create_task(server.serve(), name="uvicorn")
+    while not server.started:
+        if server_task.done():
+            server_task.result()
+            raise RuntimeError(f"the api could not listen on {settings.host}:{settings.port}")
+        await asyncio.sleep(0.05)
+    log.info("ready", host=settings.host, port=settings.port)
+    if ready is not None:
+        ready.set()
+    try:
+        await until_stopped(stop, [relay_task, server_task])
+    finally:
+        stop.set()
+        log.info("stopping")
+        server.should_exit = True
+        await asyncio.gather(server_task, return_exceptions=True)
+        relay.stop()
+        await asyncio.gather(relay_task, return_exceptions=True)
+        await nc.drain()
+        await engine.dispose()
+
+
+async def main() -> None:
+    logs.setup("api")
+    await serve(Settings.from_env(), stop_event())

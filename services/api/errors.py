@@ -1,0 +1,65 @@
+"""One place that maps service error codes to HTTP (CONTRACT.md conventions)."""
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.openapi.datastructures import ResponseSpec
+
+from services.contracts.errors import DomainError
+from services.runtime.micro import RemoteError
+
+STATUS = {
+    "invalid": 400,
+    "unauthorized": 401,
+    "payment_required": 402,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "unprocessable": 422,
+    "unavailable": 503,
+    "internal": 500,
+}
+
+
+def error_response(status: int, detail: str, extra: dict | None = None) -> Response:
+    """Litestar's error shape: {status_code, detail, extra}."""
+    body = {"status_code": status, "detail": detail}
+    if extra:
+        body["extra"] = extra
+    return Response(content=body, status_code=status)
+
+
+def handle_service_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError | RemoteError)
+    return error_response(STATUS.get(exc.code, 500), exc.detail, exc.extra)
+
+
+exception_handlers = {DomainError: handle_service_error, RemoteError: handle_service_error}
+
+
+class ErrorResponse(msgspec.Struct):
+    """Every error answer: Litestar's shape, `detail` saying what to do."""
+
+    status_code: int
+    detail: str
+    extra: dict[str, Any] | None = None
+
+
+_WHEN = {
+    400: "Invalid request: `detail` names the field and the rule.",
+    401: "No, bad or expired token: log in again.",
+    402: "The online payment was declined.",
+    403: "You can see this resource but may not do this.",
+    404: "No such resource, or none you have a role on.",
+    409: "The current state does not allow it (for example the slot is booked).",
+    422: "The Idempotency-Key was used with another request.",
+    503: "A service behind the api did not answer; retry.",
+}
+
+
+def responses(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error codes a route can answer."""
+    return {
+        code: ResponseSpec(data_container=ErrorResponse, description=_WHEN[code]) for code in codes
+    }

@@ -1,0 +1,185 @@
+"""`Idempotency-Key` on every POST, as ASGI middleware (CONTRACT.md section 2).
+
+The first request with a key runs and its answer (status, headers, body) is stored
+under (caller, key) with a hash of method, path and body. A retry with the same key
+and body gets the stored answer again (header `Idempotent-Replayed: true`) and creates
+nothing; the same key with another body is 422; a retry while the first is still
+running is 409. Answers of 5xx are not stored, so the client may retry them.
+The caller is the token's `sub`, or "anonymous" (register, login).
+"""
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.api import identity
+from services.api.storage import idempotency_keys as table
+
+MAX_KEY = 255
+ABANDONED_AFTER = timedelta(seconds=60)
+
+
+def _json(send_status: int, detail: str):
+    body = msgspec.json.encode({"status_code": send_status, "detail": detail})
+    return body, [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+
+
+class IdempotencyMiddleware:
+    """ASGI middleware; `engine` reaches schema identity, `jwt_secret` reads the caller."""
+
+    def __init__(self, app, engine: AsyncEngine, jwt_secret: str):
+        self.app = app
+        self.engine = engine
+        self.secret = jwt_secret
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        key = headers.get(b"idempotency-key")
+        if key is None:
+            return await self.app(scope, receive, send)
+        key = key.decode("latin-1").strip()
+        if not key or len(key) > MAX_KEY:
+            return await self._reply(
+                send,
+                400,
+                f"Idempotency-Key must be 1 to {MAX_KEY} "
+                "characters; use a fresh UUID per operation.",
+            )
+        body = await _read_body(receive)
+        principal = self._principal(headers.get(b"authorization"))
+        digest = hashlib.sha256(
+            b"\0".join(
+                [
+                    scope["method"].encode(),
+                    scope["path"].encode(),
+                    scope.get("query_string", b""),
+                    body,
+                ]
+            )
+        ).hexdigest()
+        now = datetime.now(UTC)
+        async with self.engine.begin() as conn:
+            claimed = (
+                await conn.execute(
+                    pg_insert(table)
+                    .values(principal=principal, key=key, request_hash=digest, created_at=now)
+                    .on_conflict_do_nothing()
+                    .returning(table.c.key)
+                )
+            ).first()
+            if claimed is None:
+                row = (
+                    await conn.execute(
+                        sa.select(table)
+                        .where(table.c.principal == principal, table.c.key == key)
+                        .with_for_update()
+                    )
+                ).first()
+                if row.request_hash != digest:
+                    return await self._reply(
+                        send,
+                        422,
+                        "This Idempotency-Key was used with another request; "
+                        "use a new key for a new operation.",
+                    )
+                if row.status_code is not None:
+                    return await self._replay(send, row)
+                if now - row.created_at < ABANDONED_AFTER:
+                    return await self._reply(
+                        send,
+                        409,
+                        "A request with this Idempotency-Key "
+                        "is still in progress; retry in a moment.",
+                    )
+                await conn.execute(
+                    table.update()
+                    .where(table.c.principal == principal, table.c.key == key)
+                    .values(created_at=now)
+                )
+        await self._run(scope, body, send, principal, key)
+
+    def _principal(self, authorization: bytes | None) -> str:
+        if authorization and authorization.lower().startswith(b"bearer "):
+            try:
+                return identity.verify_token(self.secret, authorization[7:].decode()).user_id
+            except identity.BadToken:
+                pass
+        return "anonymous"
+
+    async def _run(self, scope, body: bytes, send, principal: str, key: str) -> None:
+        sent_body = False
+
+        async def receive():
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.disconnect"}
+
+        status = 500
+        out_headers: list = []
+        chunks: list[bytes] = []
+
+        async def capture(message):
+            nonlocal status, out_headers
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                out_headers = [(k, v) for k, v in message.get("headers", [])]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            async with self.engine.begin() as conn:
+                where = sa.and_(table.c.principal == principal, table.c.key == key)
+                if status >= 500:
+                    await conn.execute(table.delete().where(where))
+                else:
+                    await conn.execute(
+                        table.update()
+                        .where(where)
+                        .values(
+                            status_code=status,
+                            response_headers=msgspec.json.encode(
+                                [[k.decode("latin-1"), v.decode("latin-1")] for k, v in out_headers]
+                            ),
+                            response_body=b"".join(chunks),
+                        )
+                    )
+
+    async def _replay(self, send, row) -> None:
+        headers = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in msgspec.json.decode(row.response_headers)
+        ]
+        headers.append((b"idempotent-replayed", b"true"))
+        await send({"type": "http.response.start", "status": row.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": row.response_body})
+
+    async def _reply(self, send, status: int, detail: str) -> None:
+        body, headers = _json(status, detail)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)

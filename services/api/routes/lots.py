@@ -1,0 +1,247 @@
+"""Lot routes (CONTRACT.md section 2): lots, their slots and staff, served by the bookings
+service over NATS; this module never touches its tables."""
+
+from typing import Annotated
+
+import msgspec
+from litestar import Request, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from services.api import storage
+from services.api.errors import responses
+from services.api.routes.common import ask, deps
+from services.contracts import bookings as c
+from services.contracts import subjects as s
+from services.contracts.bookings import Actor
+
+UNSET = msgspec.UNSET
+
+
+class LotIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A new lot: slot_labels or slot_count; times in seconds; prices as Money. An admin
+    may create it for an owner with `owner_id`."""
+
+    name: str
+    address: str
+    slot_labels: list[str] | None = None
+    slot_count: int | None = None
+    booking_seconds: int = 3600
+    warning_seconds: int = 300
+    price_per_hour: c.Money = c.Money("0.00")
+    carwash_price: c.Money | None = None
+    owner_id: str | None = None
+
+
+class LotPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Fields to change; omitted ones stay. `carwash_price: null` stops car washes,
+    `max_renewals: null` removes the cap. Applies to bookings and renewals from now on."""
+
+    name: str | msgspec.UnsetType = UNSET
+    address: str | msgspec.UnsetType = UNSET
+    booking_seconds: int | msgspec.UnsetType = UNSET
+    warning_seconds: int | msgspec.UnsetType = UNSET
+    renew_grace_seconds: int | msgspec.UnsetType = UNSET
+    max_renewals: int | msgspec.UnsetType | None = UNSET
+    price_per_hour: c.Money | msgspec.UnsetType = UNSET
+    carwash_price: c.Money | msgspec.UnsetType | None = UNSET
+
+
+class SlotsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """New slots: `slot_labels`, or `count` slots numbered after the existing ones."""
+
+    slot_labels: list[str] | None = None
+    count: int | None = None
+
+
+class StaffIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The user (with the employee role) to assign."""
+
+    user_id: str
+
+
+@post(
+    "/lots",
+    status_code=201,
+    dependencies=deps,
+    responses=responses(400, 401, 403, 422),
+    summary="Create a lot with its slots (owner, admin)",
+)
+async def create_lot(
+    request: Request, data: JSONBody[LotIn], actor: NamedDependency[Actor]
+) -> c.LotView:
+    """201 the lot with `slots`; 403 unless owner or admin; 400 on invalid settings."""
+    req = c.CreateLot(actor=actor, **msgspec.structs.asdict(data))
+    return await ask(request, s.BOOKINGS_LOT_CREATE, req, c.LotView)
+
+
+@get(
+    "/lots",
+    dependencies=deps,
+    responses=responses(400, 401),
+    summary="List lots with free and total slots",
+)
+async def list_lots(
+    request: Request,
+    actor: NamedDependency[Actor],
+    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    cursor: FromQuery[str | None] = None,
+    mine: FromQuery[bool] = False,
+) -> c.LotPage:
+    """Every lot; `mine=true`: only the lots the caller owns or works at as staff."""
+    return await ask(
+        request,
+        s.BOOKINGS_LOT_LIST,
+        c.ListLots(actor=actor, limit=limit, cursor=cursor, mine=mine),
+        c.LotPage,
+    )
+
+
+@get(
+    "/lots/{lot_id:str}",
+    dependencies=deps,
+    responses=responses(401, 404),
+    summary="One lot with its slots",
+)
+async def get_lot(
+    request: Request, actor: NamedDependency[Actor], lot_id: FromPath[str]
+) -> c.LotView:
+    return await ask(request, s.BOOKINGS_LOT_GET, c.GetLot(actor=actor, lot_id=lot_id), c.LotView)
+
+
+@patch(
+    "/lots/{lot_id:str}",
+    dependencies=deps,
+    responses=responses(400, 401, 403, 404),
+    summary="Change a lot's settings (its owner, admin)",
+)
+async def update_lot(
+    request: Request, data: JSONBody[LotPatch], actor: NamedDependency[Actor], lot_id: FromPath[str]
+) -> c.LotView:
+    req = c.UpdateLot(actor=actor, lot_id=lot_id, **msgspec.structs.asdict(data))
+    return await ask(request, s.BOOKINGS_LOT_UPDATE, req, c.LotView)
+
+
+@get(
+    "/lots/{lot_id:str}/slots",
+    dependencies=deps,
+    responses=responses(401, 404),
+    summary="Slots of a lot, free or booked",
+)
+async def list_slots(
+    request: Request, actor: NamedDependency[Actor], lot_id: FromPath[str]
+) -> list[c.SlotView]:
+    page = await ask(
+        request, s.BOOKINGS_SLOT_LIST, c.ListSlots(actor=actor, lot_id=lot_id), c.SlotList
+    )
+    return page.items
+
+
+@post(
+    "/lots/{lot_id:str}/slots",
+    status_code=201,
+    dependencies=deps,
+    responses=responses(400, 401, 403, 404, 409, 422),
+    summary="Add slots to a lot (its owner, admin)",
+)
+async def add_slots(
+    request: Request, data: JSONBody[SlotsIn], actor: NamedDependency[Actor], lot_id: FromPath[str]
+) -> list[c.SlotView]:
+    """201 the new slots; 409 when a label is already used in the lot."""
+    req = c.AddSlots(actor=actor, lot_id=lot_id, slot_labels=data.slot_labels, count=data.count)
+    return (await ask(request, s.BOOKINGS_SLOT_ADD, req, c.SlotList)).items
+
+
+@delete(
+    "/lots/{lot_id:str}/slots/{slot_id:str}",
+    status_code=204,
+    dependencies=deps,
+    responses=responses(401, 403, 404, 409),
+    summary="Remove a free slot (its owner, admin)",
+)
+async def remove_slot(
+    request: Request, actor: NamedDependency[Actor], lot_id: FromPath[str], slot_id: FromPath[str]
+) -> None:
+    """204; 409 with `extra.booked_until` while the slot is booked."""
+    await ask(
+        request,
+        s.BOOKINGS_SLOT_REMOVE,
+        c.RemoveSlot(actor=actor, lot_id=lot_id, slot_id=slot_id),
+        c.Done,
+    )
+
+
+async def _is_employee(request: Request, user_id: str) -> bool:
+    async with request.app.state.engine.connect() as conn:
+        try:
+            row = await storage.user_by_id(conn, user_id)
+        except Exception:  # a malformed id names nobody
+            return False
+    return row is not None and "employee" in row.roles
+
+
+@post(
+    "/lots/{lot_id:str}/staff",
+    status_code=201,
+    dependencies=deps,
+    responses=responses(400, 401, 403, 404, 409, 422),
+    summary="Assign an employee to a lot (its owner, admin)",
+)
+async def assign_staff(
+    request: Request, data: JSONBody[StaffIn], actor: NamedDependency[Actor], lot_id: FromPath[str]
+) -> c.StaffView:
+    """201; emits staff.assigned (the lot owner and the employee are told). 400 when the
+    user has no employee role; 409 when already assigned."""
+    req = c.StaffRequest(
+        actor=actor,
+        lot_id=lot_id,
+        user_id=data.user_id,
+        is_employee=await _is_employee(request, data.user_id),
+    )
+    return await ask(request, s.BOOKINGS_STAFF_ASSIGN, req, c.StaffView)
+
+
+@get(
+    "/lots/{lot_id:str}/staff",
+    dependencies=deps,
+    responses=responses(401, 403, 404),
+    summary="A lot's staff (its owner, its staff, admin)",
+)
+async def list_staff(
+    request: Request, actor: NamedDependency[Actor], lot_id: FromPath[str]
+) -> c.StaffList:
+    return await ask(
+        request, s.BOOKINGS_STAFF_LIST, c.ListStaff(actor=actor, lot_id=lot_id), c.StaffList
+    )
+
+
+@delete(
+    "/lots/{lot_id:str}/staff/{user_id:str}",
+    status_code=204,
+    dependencies=deps,
+    responses=responses(401, 403, 404),
+    summary="Unassign an employee (its owner, admin)",
+)
+async def unassign_staff(
+    request: Request, actor: NamedDependency[Actor], lot_id: FromPath[str], user_id: FromPath[str]
+) -> None:
+    await ask(
+        request,
+        s.BOOKINGS_STAFF_UNASSIGN,
+        c.StaffRequest(actor=actor, lot_id=lot_id, user_id=user_id),
+        c.Done,
+    )
+
+
+routes = [
+    create_lot,
+    list_lots,
+    get_lot,
+    update_lot,
+    list_slots,
+    add_slots,
+    remove_slot,
+    assign_staff,
+    list_staff,
+    unassign_staff,
+]

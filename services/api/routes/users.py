@@ -1,0 +1,111 @@
+"""Identity routes: register, login, /me, admin user creation (CONTRACT.md section 1)."""
+
+from typing import Annotated
+
+import msgspec
+from litestar import Request, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromQuery, JSONBody, QueryParameter
+
+from services.api.auth import provide_actor
+from services.api.errors import responses
+from services.api.users import Identity, Token, User, UserPage
+from services.contracts.bookings import Actor
+from services.contracts.errors import DomainError
+
+
+class RegisterIn(msgspec.Struct, forbid_unknown_fields=True):
+    email: str
+    password: str
+    full_name: str
+
+
+class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
+    email: str
+    password: str
+
+
+class AdminUserIn(msgspec.Struct, forbid_unknown_fields=True):
+    email: str
+    password: str
+    full_name: str
+    roles: list[str]
+
+
+def _identity(request: Request) -> Identity:
+    return request.app.state.identity
+
+
+@post(
+    "/auth/register",
+    status_code=201,
+    responses=responses(400, 409, 422),
+    summary="Register as a driver",
+)
+async def register(request: Request, data: JSONBody[RegisterIn]) -> User:
+    """201 the new user with roles ["driver"]; 409 when the email is taken."""
+    return await _identity(request).create_user(
+        data.email, data.password, data.full_name, ["driver"]
+    )
+
+
+@post(
+    "/auth/login",
+    status_code=200,
+    responses=responses(400, 401),
+    summary="Log in for a bearer token",
+)
+async def login(request: Request, data: JSONBody[LoginIn]) -> Token:
+    """A JWT access token; 401 on a wrong email or password."""
+    return await _identity(request).login(data.email, data.password)
+
+
+@get(
+    "/me",
+    dependencies={"actor": Provide(provide_actor)},
+    responses=responses(401),
+    summary="The signed-in user",
+)
+async def me(request: Request, actor: NamedDependency[Actor]) -> User:
+    return await _identity(request).get(actor.user_id)
+
+
+@post(
+    "/admin/users",
+    status_code=201,
+    dependencies={"actor": Provide(provide_actor)},
+    responses=responses(400, 401, 403, 409, 422),
+    summary="Create a user with any roles (admin)",
+)
+async def create_user(
+    request: Request, data: JSONBody[AdminUserIn], actor: NamedDependency[Actor]
+) -> User:
+    """201 the user; 403 unless the caller is an admin; 409 when the email is taken."""
+    if "admin" not in actor.roles:
+        raise DomainError("forbidden", "Only admins can create users with roles.")
+    return await _identity(request).create_user(
+        data.email, data.password, data.full_name, data.roles
+    )
+
+
+@get(
+    "/admin/users",
+    dependencies={"actor": Provide(provide_actor)},
+    responses=responses(400, 401, 403),
+    summary="List users, optionally with one role (admin)",
+)
+async def list_users(
+    request: Request,
+    actor: NamedDependency[Actor],
+    role: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    cursor: FromQuery[str | None] = None,
+) -> UserPage:
+    """`{items, next_cursor}` in creation order; `role=employee` for the employees an
+    admin can assign to lots. 403 unless the caller is an admin."""
+    if "admin" not in actor.roles:
+        raise DomainError("forbidden", "Only admins can list users.")
+    return await _identity(request).list_users(role, cursor, limit)
+
+
+routes = [register, login, me, create_user, list_users]

@@ -1,0 +1,115 @@
+"""Live lot availability on the WebSocket: `subscribe` to `lot.<lot_id>` for
+`slot_update` frames (CONTRACT.md section 4; no personal data in them).
+
+Like the per-user subscriptions, one NATS subscription on `slots.lot.<lot_id>` per lot
+per api process, shared by every socket watching that lot and dropped with the last.
+"""
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any, Protocol
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from services.contracts import subjects
+from services.contracts.bookings import SlotUpdate
+
+MAX_TOPICS_PER_SOCKET = 100
+_decoder = msgspec.json.Decoder(SlotUpdate)
+
+
+class Subscriber(Protocol):
+    """A socket as topics see it: a set of its topics and a way to queue a frame."""
+
+    topics: set[str]
+
+    def send(self, frame: Any) -> None: ...
+
+
+def parse_topic(topic: Any) -> str | None:
+    """The lot id of a `lot.<uuid>` topic, or None when it is not one."""
+    if not isinstance(topic, str) or not topic.startswith("lot."):
+        return None
+    try:
+        return str(uuid.UUID(topic[4:]))
+    except ValueError:
+        return None
+
+
+class LotTopics:
+    """Routes slots.lot.<id> messages to the sockets subscribed to `lot.<id>` here."""
+
+    def __init__(self, nc: Client):
+        self.nc = nc
+        self.lots: dict[str, tuple[Any, set[Subscriber]]] = {}
+        self._lock = asyncio.Lock()
+
+    async def handle(self, conn: Subscriber, kind: str, topic: Any) -> None:
+        """Apply a `subscribe` or `unsubscribe` frame; errors go back as error frames."""
+        lot_id = parse_topic(topic)
+        if lot_id is None:
+            conn.send(
+                {
+                    "type": "error",
+                    "code": "bad_topic",
+                    "detail": "topic must be lot.<lot_id>, e.g. lot.0192...; "
+                    "see GET /api/v1/lots for ids.",
+                }
+            )
+            return
+        if kind == "subscribe":
+            if len(conn.topics) >= MAX_TOPICS_PER_SOCKET and lot_id not in conn.topics:
+                conn.send(
+                    {
+                        "type": "error",
+                        "code": "too_many_topics",
+                        "detail": f"At most {MAX_TOPICS_PER_SOCKET} topics per socket; "
+                        "unsubscribe from some first.",
+                    }
+                )
+                return
+            await self._add(conn, lot_id)
+        else:
+            await self._remove(conn, lot_id)
+
+    async def _add(self, conn: Subscriber, lot_id: str) -> None:
+        async with self._lock:
+            entry = self.lots.get(lot_id)
+            if entry is None:
+                sub = await self.nc.subscribe(subjects.slots_lot_subject(lot_id), cb=self._deliver)
+                entry = (sub, set())
+                self.lots[lot_id] = entry
+            entry[1].add(conn)
+            conn.topics.add(lot_id)
+
+    async def _remove(self, conn: Subscriber, lot_id: str) -> None:
+        async with self._lock:
+            conn.topics.discard(lot_id)
+            entry = self.lots.get(lot_id)
+            if entry is None:
+                return
+            entry[1].discard(conn)
+            if not entry[1]:
+                del self.lots[lot_id]
+                with contextlib.suppress(Exception):
+                    await entry[0].unsubscribe()
+
+    async def detach(self, conn: Subscriber) -> None:
+        """Drop every subscription of a closing socket."""
+        for lot_id in list(conn.topics):
+            await self._remove(conn, lot_id)
+
+    async def _deliver(self, msg: Msg) -> None:
+        lot_id = msg.subject[len(subjects.SLOTS_LOT_PREFIX) :]
+        entry = self.lots.get(lot_id)
+        if entry is None:
+            return
+        try:
+            update = _decoder.decode(msg.data)
+        except msgspec.DecodeError:
+            return
+        for conn in list(entry[1]):
+            conn.send(update)

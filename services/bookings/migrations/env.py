@@ -1,0 +1,4 @@
+from services.bookings.storage import metadata
+from services.runtime.migrate import run_env
+
+run_env(metadata)

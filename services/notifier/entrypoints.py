@@ -1,0 +1,157 @@
+"""The notifier's edges: a durable consumer of every event on EVENTS, one of
+user.registered (the audience of alerts and announcements), the micro service
+`notifier` answering inbox, preferences, template and admin-send requests, and the
+periodic retention purge."""
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+from nats.aio.msg import Msg
+
+from services.contracts import notifier as n
+from services.contracts import subjects
+from services.notifier import admin, handlers, retention
+from services.notifier.config import Settings
+from services.notifier.handlers import Deps
+from services.runtime import logs, natsconn
+from services.runtime.consumer import run_pull_consumer
+from services.runtime.db import make_engine
+from services.runtime.lifecycle import started, stop_event, until_stopped
+from services.runtime.micro import Endpoint, MicroServer
+from services.runtime.probes import start_probes
+
+VERSION = "0.2.0"
+USERS_DURABLE = "notifier-users"
+
+
+def endpoints(deps: Deps) -> list[Endpoint]:
+    """Every request subject of the micro service `notifier`: request type, handler and
+    reply type (the handler's return annotation, for the AsyncAPI document)."""
+
+    def ep(subject: str, request_type: type, fn) -> Endpoint:
+        async def handle(req):
+            return await fn(deps, req)
+
+        return Endpoint(subject, request_type, handle, fn.__annotations__["return"])
+
+    h = handlers
+    return [
+        ep(subjects.NOTIFIER_INBOX_SUMMARY, n.InboxSummaryRequest, h.inbox_summary),
+        ep(subjects.NOTIFIER_INBOX_LIST, n.InboxAfterRequest, h.inbox_after),
+        ep(subjects.NOTIFIER_INBOX_QUERY, n.InboxQuery, h.inbox_query),
+        ep(subjects.NOTIFIER_INBOX_READ, n.NotificationRef, h.mark_read),
+        ep(subjects.NOTIFIER_INBOX_READ_ALL, n.UserRef, h.mark_all_read),
+        ep(subjects.NOTIFIER_INBOX_DELETE, n.NotificationRef, h.delete),
+        ep(subjects.NOTIFIER_INBOX_CLEAR_READ, n.UserRef, h.clear_read),
+        ep(subjects.NOTIFIER_INBOX_ACK, n.AckRequest, h.ack),
+        ep(subjects.NOTIFIER_PREFS_GET, n.PreferencesRequest, h.get_preferences),
+        ep(subjects.NOTIFIER_PREFS_PUT, n.PutPreferences, h.put_preferences),
+        ep(subjects.NOTIFIER_TEMPLATES_LIST, n.ListTemplates, admin.list_templates),
+        ep(subjects.NOTIFIER_TEMPLATES_PUT, n.PutTemplate, admin.put_template),
+        ep(subjects.NOTIFIER_TEMPLATES_RESET, n.ResetTemplate, admin.reset_template),
+        ep(subjects.NOTIFIER_ADMIN_SEND, n.AdminSend, admin.admin_send),
+    ]
+
+
+async def purge_loop(deps: Deps, settings: Settings, stop: asyncio.Event) -> None:
+    """Purge every `purge_seconds` until `stop`; a failed round is logged and retried
+    at the next one."""
+    log = logs.get("notifier")
+    while not stop.is_set():
+        try:
+            old, expired = await retention.purge(deps, settings.retention_days)
+            if old or expired:
+                log.info("purged", old_read=old, expired=expired)
+        except Exception:
+            log.exception("purge failed; next round will retry")
+        try:
+            await asyncio.wait_for(stop.wait(), settings.purge_seconds)
+        except TimeoutError:
+            pass
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    clock: Callable[[], datetime] = handlers.utcnow,
+) -> None:
+    """Run until `stop`. `clock` (aware datetimes) is for tests that fix the time."""
+    log = logs.get("notifier")
+    nc = await natsconn.connect(settings.common.nats_url, "parkmate-notifier")
+    js = nc.jetstream()
+    await natsconn.ensure_streams(js)
+    engine = make_engine(settings.common.database_url)
+    deps = Deps(engine=engine, nc=nc, clock=clock)
+
+    async def handle(msg: Msg) -> None:
+        await handlers.on_event(deps, msg.data)
+
+    async def handle_user(msg: Msg) -> None:
+        await handlers.on_user_event(deps, msg.data)
+
+    server = MicroServer(
+        nc,
+        subjects.NOTIFIER_SERVICE,
+        VERSION,
+        "Notification inbox, preferences, templates and admin sends",
+        endpoints(deps),
+    )
+    events_ready, users_ready = asyncio.Event(), asyncio.Event()
+    tasks = [
+        asyncio.create_task(
+            run_pull_consumer(
+                js,
+                subjects.EVENTS_STREAM,
+                "notifier",
+                subjects.EVENTS_SUBJECTS,
+                handle,
+                stop,
+                ready=events_ready,
+            ),
+            name="notifier-events",
+        ),
+        # A durable of its own: on first start it reads every user.registered the
+        # stream holds, so users who registered before this consumer existed are known.
+        asyncio.create_task(
+            run_pull_consumer(
+                js,
+                subjects.EVENTS_STREAM,
+                USERS_DURABLE,
+                [subjects.USER_REGISTERED],
+                handle_user,
+                stop,
+                ready=users_ready,
+            ),
+            name="notifier-users",
+        ),
+    ]
+    await server.start()
+    await started(events_ready, tasks[0])
+    await started(users_ready, tasks[1])
+    purger = asyncio.create_task(purge_loop(deps, settings, stop), name="notifier-purge")
+    probes = await start_probes(settings.probe_port)
+    if probes:
+        probes.ready = True
+    log.info("ready")
+    if ready is not None:
+        ready.set()
+    try:
+        await until_stopped(stop, [*tasks, purger])
+    finally:
+        stop.set()
+    log.info("stopping")
+    if probes:
+        probes.ready = False
+    await server.stop()
+    await asyncio.gather(*tasks, purger)
+    await nc.drain()
+    await engine.dispose()
+    if probes:
+        await probes.stop()
+
+
+async def main() -> None:
+    logs.setup("notifier")
+    await serve(Settings.from_env(), stop_event())

@@ -1,0 +1,290 @@
+"""Handle domain events (store notifications, then publish them live), inbox requests
+and preferences; admin requests are in `admin.py`, the purge in `retention.py`.
+
+Every change of an inbox is committed first and then published on
+notify.user.<id> (a `Live` message), so every socket of the user on every api replica
+stays in step: new notifications with the unread count, `notification_update` and
+`unread_count` after reads and deletes.
+"""
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.contracts import notifier as c
+from services.contracts import subjects
+from services.contracts.bookings import Actor
+from services.contracts.envelope import decode_envelope
+from services.contracts.errors import DomainError
+from services.contracts.identity import UserRegisteredData
+from services.contracts.ids import uuid7
+from services.notifier import domain, paging, prefs, storage, templates
+
+log = structlog.get_logger()
+ROLES = ("driver", "owner", "employee", "admin")
+MAX_PAGE = 200
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Deps:
+    """What handlers need; `clock` returns an aware datetime (tests fix it)."""
+
+    engine: AsyncEngine
+    nc: Client
+    clock: Callable[[], datetime] = utcnow
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def known_types() -> set[str]:
+    """Every notification type a user can mute."""
+    return set(domain.EVENT_TYPES) | set(c.ADMIN_TYPES)
+
+
+async def publish(deps: Deps, user_id: str, *messages: c.Live) -> None:
+    """Send live messages to every socket of `user_id` (core NATS, after the commit)."""
+    subject = subjects.notify_user_subject(user_id)
+    for message in messages:
+        await deps.nc.publish(subject, _encoder.encode(message))
+
+
+def _check_uuid(value: str, what: str = "notification") -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise DomainError("not_found", f"No such {what}.") from None
+
+
+def require_admin(actor: Actor) -> None:
+    """Raise DomainError("forbidden") unless `actor` is an admin."""
+    if "admin" not in actor.roles:
+        raise DomainError("forbidden", "Only admins can do this.")
+
+
+# ----- events -----
+
+
+async def on_event(deps: Deps, payload: bytes) -> list[c.Notification]:
+    """Store the notifications an event causes (idempotent by event id and recipient),
+    rendered with the templates in force now, then publish each new one on
+    notify.user.<id> with the recipient's unread count. Returns the new ones."""
+    event = decode_envelope(payload)
+    if event.type not in domain.EVENT_TYPES:
+        return []
+    facts = domain.facts_of(event.type, event.data)
+    now = deps.clock()
+    stored: list[tuple[str, c.Notification, int]] = []
+    async with deps.engine.begin() as conn:
+        # Read per event, not cached: an override saved through any replica applies to
+        # the next notification everywhere, at the cost of one indexed query.
+        overrides = {
+            (r.type, r.audience): domain.Template(r.level, r.priority, r.title, r.body)
+            for r in await storage.overrides(conn, event.type)
+        }
+        planned = domain.plan(event.type, facts, templates.effective(event.type, overrides))
+        planned.sort(key=lambda p: p.user_id)  # the lock order (storage docstring)
+        saved = await storage.preferences_of(conn, [p.user_id for p in planned])
+        for p in planned:
+            silent = not prefs.live_allowed(
+                saved.get(p.user_id, prefs.DEFAULT), p.type, p.priority, now
+            )
+            result = await storage.store(
+                conn,
+                id=str(uuid7()),
+                user_id=p.user_id,
+                event_id=event.id,
+                type=p.type,
+                level=p.level,
+                priority=p.priority,
+                title=p.title,
+                body=p.body,
+                data=p.data,
+                created_at=now,
+                silent=silent,
+            )
+            if result is not None:
+                stored.append((p.user_id, *result))
+        counts = await storage.unread_counts(conn, [u for u, _, _ in stored], now)
+    for user_id, notification, version in stored:
+        await publish(
+            deps,
+            user_id,
+            c.LiveNotification(
+                notification=notification,
+                push=not notification.silent,
+                unread_count=counts.get(user_id, 0),
+                version=version,
+            ),
+        )
+    return [x for _, x, _ in stored]
+
+
+async def on_user_event(deps: Deps, payload: bytes) -> None:
+    """Remember a registered user and their roles (audiences of alerts, announcements)."""
+    event = decode_envelope(payload)
+    if event.type != subjects.USER_REGISTERED:
+        return
+    data = msgspec.json.decode(event.data, type=UserRegisteredData)
+    async with deps.engine.begin() as conn:
+        await storage.upsert_user(conn, data.user_id, data.roles, event.time)
+
+
+# ----- inbox -----
+
+
+async def inbox_summary(deps: Deps, req: c.InboxSummaryRequest) -> c.InboxSummary:
+    async with deps.engine.connect() as conn:
+        unread, last, version = await storage.summary(conn, req.user_id, deps.clock())
+    return c.InboxSummary(unread_count=unread, last_seq=last, version=version)
+
+
+async def inbox_after(deps: Deps, req: c.InboxAfterRequest) -> c.NotificationList:
+    async with deps.engine.connect() as conn:
+        items = await storage.after_seq(
+            conn,
+            req.user_id,
+            req.after_seq,
+            max(1, min(req.limit, 500)),
+            deps.clock(),
+            req.up_to_seq,
+        )
+    return c.NotificationList(items=items)
+
+
+async def inbox_query(deps: Deps, req: c.InboxQuery) -> c.NotificationPage:
+    """A page newest first; `next_cursor` when more remain. DomainError invalid on a bad
+    limit (1 to 200) or cursor."""
+    if not 1 <= req.limit <= MAX_PAGE:
+        raise DomainError("invalid", f"limit must be between 1 and {MAX_PAGE}.", {"field": "limit"})
+    before = paging.decode_cursor(req.cursor) if req.cursor else None
+    async with deps.engine.connect() as conn:
+        items = await storage.page(
+            conn,
+            req.user_id,
+            unread=req.unread,
+            type=req.type,
+            before_seq=before,
+            limit=req.limit + 1,
+            now=deps.clock(),
+        )
+    more = len(items) > req.limit
+    items = items[: req.limit]
+    return c.NotificationPage(
+        items=items, next_cursor=paging.encode_cursor(items[-1].seq) if more else None
+    )
+
+
+async def mark_read(deps: Deps, req: c.NotificationRef) -> c.Notification:
+    """The notification, read (already read ones are returned unchanged); not_found for
+    one that is not the user's."""
+    id_ = _check_uuid(req.id)
+    now = deps.clock()
+    async with deps.engine.begin() as conn:
+        version = await storage.touch(conn, req.user_id)
+        row = await storage.get(conn, req.user_id, id_, now) if version is not None else None
+        if row is None:
+            raise DomainError("not_found", "No such notification in your inbox.")
+        changed = row.read_at is None and await storage.mark_read(conn, req.user_id, id_, now)
+        if changed:
+            row = changed
+        count = (await storage.unread_counts(conn, [req.user_id], now)).get(req.user_id, 0)
+    if changed:
+        await publish(
+            deps,
+            req.user_id,
+            c.LiveUpdate(id=id_, read_at=row.read_at),
+            c.LiveUnreadCount(count=count, version=version),
+        )
+    return storage.to_notification(row)
+
+
+async def mark_all_read(deps: Deps, req: c.UserRef) -> c.Changed:
+    now = deps.clock()
+    async with deps.engine.begin() as conn:
+        version = await storage.touch(conn, req.user_id)
+        if version is None:
+            return c.Changed(changed=0, unread_count=0)
+        changed, up_to = await storage.mark_all_read(conn, req.user_id, now)
+        count = (await storage.unread_counts(conn, [req.user_id], now)).get(req.user_id, 0)
+    if changed:
+        await publish(
+            deps,
+            req.user_id,
+            c.LiveUpdate(read_at=now, up_to_seq=up_to),
+            c.LiveUnreadCount(count=count, version=version),
+        )
+    return c.Changed(changed=changed, unread_count=count)
+
+
+async def delete(deps: Deps, req: c.NotificationRef) -> c.Changed:
+    id_ = _check_uuid(req.id)
+    now = deps.clock()
+    async with deps.engine.begin() as conn:
+        version = await storage.touch(conn, req.user_id)
+        row = await storage.delete(conn, req.user_id, id_) if version is not None else None
+        if row is None:
+            raise DomainError("not_found", "No such notification in your inbox.")
+        count = (await storage.unread_counts(conn, [req.user_id], now)).get(req.user_id, 0)
+    await publish(
+        deps,
+        req.user_id,
+        c.LiveUpdate(id=id_, deleted=True),
+        c.LiveUnreadCount(count=count, version=version),
+    )
+    return c.Changed(changed=1, unread_count=count)
+
+
+async def clear_read(deps: Deps, req: c.UserRef) -> c.Changed:
+    now = deps.clock()
+    async with deps.engine.begin() as conn:
+        version = await storage.touch(conn, req.user_id)
+        if version is None:
+            return c.Changed(changed=0, unread_count=0)
+        changed, up_to = await storage.clear_read(conn, req.user_id)
+        count = (await storage.unread_counts(conn, [req.user_id], now)).get(req.user_id, 0)
+    if changed:
+        await publish(
+            deps,
+            req.user_id,
+            c.LiveUpdate(deleted=True, up_to_seq=up_to),
+            c.LiveUnreadCount(count=count, version=version),
+        )
+    return c.Changed(changed=changed, unread_count=count)
+
+
+async def ack(deps: Deps, req: c.AckRequest) -> c.Acked:
+    """Record that a socket received `seq` (first delivery time kept); not_found when the
+    user has no such seq."""
+    async with deps.engine.begin() as conn:
+        delivered_at = await storage.ack(conn, req.user_id, req.seq, deps.clock())
+    if delivered_at is None:
+        raise DomainError("not_found", f"No notification with seq {req.seq} in your inbox.")
+    return c.Acked(seq=req.seq, delivered_at=delivered_at)
+
+
+# ----- preferences -----
+
+
+async def get_preferences(deps: Deps, req: c.PreferencesRequest) -> c.Preferences:
+    async with deps.engine.connect() as conn:
+        saved = await storage.get_preferences(conn, req.user_id)
+    return saved or prefs.DEFAULT
+
+
+async def put_preferences(deps: Deps, req: c.PutPreferences) -> c.Preferences:
+    """Replace the user's preferences; DomainError invalid naming the field otherwise."""
+    checked = prefs.validate(req.preferences, known_types())
+    async with deps.engine.begin() as conn:
+        await storage.put_preferences(conn, req.user_id, checked, deps.clock())
+    return checked

@@ -1,0 +1,641 @@
+"""Tables of schema `notifier` and their queries.
+
+Lock order, to keep concurrent writers free of deadlocks: a transaction that changes a
+user's notifications first locks that user's `inbox_state` row (allocating a seq or
+bumping `version`), several users in ascending user id order, and only then touches
+`notifications`. Every such change bumps `inbox_state.version`, and unread counts are
+read inside the same transaction after the lock, so a (count, version) pair is exact.
+"""
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.contracts.notifier import Notification, Preferences, QuietHours
+
+SCHEMA = "notifier"
+metadata = sa.MetaData(schema=SCHEMA)
+
+# One row per user: the last seq handed out. Incrementing it in the same transaction
+# as the insert gives gapless, per-user seqs under any number of replicas (the row
+# lock serialises writers of one user; a rollback gives the number back). `version`
+# grows with every change of the user's inbox.
+inbox_state = sa.Table(
+    "inbox_state",
+    metadata,
+    sa.Column("user_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("user_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("event_id", UUID(as_uuid=False), nullable=True),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("level", sa.Text, nullable=False),
+    sa.Column("priority", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("data", JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("silent", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.UniqueConstraint("user_id", "seq", name="uq_notifications_user_seq"),
+    # Idempotency: one notification per event and recipient, however often it arrives.
+    sa.UniqueConstraint("event_id", "user_id", name="uq_notifications_event_user"),
+    sa.Index("ix_notifications_unread", "user_id", postgresql_where=sa.text("read_at IS NULL")),
+    sa.Index(
+        "ix_notifications_expires_at",
+        "expires_at",
+        postgresql_where=sa.text("expires_at IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_notifications_read_created",
+        "created_at",
+        postgresql_where=sa.text("read_at IS NOT NULL"),
+    ),
+)
+
+# Users as user.registered announced them: the audience of role alerts and announcements.
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("user_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("roles", ARRAY(sa.Text), nullable=False),
+    sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Only users who saved preferences have a row; everyone else has the defaults.
+preferences = sa.Table(
+    "preferences",
+    metadata,
+    sa.Column("user_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("muted_types", ARRAY(sa.Text), nullable=False),
+    sa.Column("quiet_start", sa.Text, nullable=True),
+    sa.Column("quiet_end", sa.Text, nullable=True),
+    sa.Column("quiet_timezone", sa.Text, nullable=True),
+    sa.Column("websocket", sa.Boolean, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+template_overrides = sa.Table(
+    "template_overrides",
+    metadata,
+    sa.Column("type", sa.Text, primary_key=True),
+    sa.Column("audience", sa.Text, primary_key=True),
+    sa.Column("level", sa.Text, nullable=False),
+    sa.Column("priority", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_by", UUID(as_uuid=False), nullable=True),
+)
+
+n = notifications
+
+
+def _live(now: datetime):
+    """Rows not past their expiry at `now` (expired announcements leave every view)."""
+    return sa.or_(n.c.expires_at.is_(None), n.c.expires_at > now)
+
+
+def to_notification(row: Any) -> Notification:
+    return Notification(
+        id=row.id,
+        seq=row.seq,
+        type=row.type,
+        level=row.level,
+        priority=row.priority,
+        title=row.title,
+        body=row.body,
+        data=row.data,
+        created_at=row.created_at,
+        read_at=row.read_at,
+        delivered_at=row.delivered_at,
+        expires_at=row.expires_at,
+        silent=row.silent,
+    )
+
+
+# ----- writes of one user's inbox -----
+
+
+async def store(
+    conn: AsyncConnection,
+    *,
+    id: str,
+    user_id: str,
+    event_id: str | None,
+    type: str,
+    level: str,
+    priority: str,
+    title: str,
+    body: str,
+    data: dict[str, Any],
+    created_at: datetime,
+    silent: bool = False,
+    expires_at: datetime | None = None,
+) -> tuple[Notification, int] | None:
+    """Insert one notification with the user's next seq; return it with the inbox
+    version, or None when this (event_id, user_id) is already stored. Runs inside the
+    caller's transaction."""
+    async with conn.begin_nested() as savepoint:
+        seq, version = (
+            await conn.execute(
+                pg_insert(inbox_state)
+                .values(user_id=user_id, last_seq=1, version=1)
+                .on_conflict_do_update(
+                    index_elements=[inbox_state.c.user_id],
+                    set_={
+                        "last_seq": inbox_state.c.last_seq + 1,
+                        "version": inbox_state.c.version + 1,
+                    },
+                )
+                .returning(inbox_state.c.last_seq, inbox_state.c.version)
+            )
+        ).one()
+        inserted = (
+            await conn.execute(
+                pg_insert(n)
+                .values(
+                    id=id,
+                    user_id=user_id,
+                    seq=seq,
+                    event_id=event_id,
+                    type=type,
+                    level=level,
+                    priority=priority,
+                    title=title,
+                    body=body,
+                    data=data,
+                    created_at=created_at,
+                    silent=silent,
+                    expires_at=expires_at,
+                )
+                .on_conflict_do_nothing(constraint="uq_notifications_event_user")
+                .returning(n.c.id)
+            )
+        ).first()
+        if inserted is None:
+            await savepoint.rollback()
+            return None
+    notification = Notification(
+        id=id,
+        seq=seq,
+        type=type,
+        level=level,
+        priority=priority,
+        title=title,
+        body=body,
+        data=data,
+        created_at=created_at,
+        expires_at=expires_at,
+        silent=silent,
+    )
+    return notification, version
+
+
+async def touch(conn: AsyncConnection, user_id: str) -> int | None:
+    """Lock the user's inbox for a change and bump its version; None when the user has
+    never had a notification (so there is nothing to change)."""
+    return (
+        await conn.execute(
+            inbox_state.update()
+            .where(inbox_state.c.user_id == user_id)
+            .values(version=inbox_state.c.version + 1)
+            .returning(inbox_state.c.version)
+        )
+    ).scalar()
+
+
+async def get(conn: AsyncConnection, user_id: str, id: str, now: datetime) -> Any:
+    """The user's notification `id` (a row) or None."""
+    return (
+        await conn.execute(sa.select(n).where(n.c.id == id, n.c.user_id == user_id, _live(now)))
+    ).first()
+
+
+async def mark_read(conn: AsyncConnection, user_id: str, id: str, now: datetime) -> Any:
+    """Set read_at = now on the user's unread notification `id`; the row after, or None."""
+    return (
+        await conn.execute(
+            n.update()
+            .where(n.c.id == id, n.c.user_id == user_id, n.c.read_at.is_(None))
+            .values(read_at=now)
+            .returning(*n.c)
+        )
+    ).first()
+
+
+async def mark_all_read(conn: AsyncConnection, user_id: str, now: datetime) -> tuple[int, int]:
+    """Read every unread notification of the user: (how many, highest seq among them)."""
+    row = (
+        await conn.execute(
+            sa.text(
+                "WITH r AS (UPDATE notifier.notifications SET read_at = :now "
+                "WHERE user_id = :u AND read_at IS NULL RETURNING seq) "
+                "SELECT count(*), coalesce(max(seq), 0) FROM r"
+            ),
+            {"now": now, "u": user_id},
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+async def delete(conn: AsyncConnection, user_id: str, id: str) -> Any:
+    """Delete the user's notification `id`; the deleted row, or None."""
+    return (
+        await conn.execute(n.delete().where(n.c.id == id, n.c.user_id == user_id).returning(*n.c))
+    ).first()
+
+
+async def clear_read(conn: AsyncConnection, user_id: str) -> tuple[int, int]:
+    """Delete every read notification of the user: (how many, highest seq among them)."""
+    row = (
+        await conn.execute(
+            sa.text(
+                "WITH d AS (DELETE FROM notifier.notifications "
+                "WHERE user_id = :u AND read_at IS NOT NULL RETURNING seq) "
+                "SELECT count(*), coalesce(max(seq), 0) FROM d"
+            ),
+            {"u": user_id},
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+async def ack(conn: AsyncConnection, user_id: str, seq: int, now: datetime) -> datetime | None:
+    """Record delivered_at (first delivery only) of the user's notification `seq`; its
+    delivered_at, or None when there is no such notification."""
+    return (
+        await conn.execute(
+            n.update()
+            .where(n.c.user_id == user_id, n.c.seq == seq)
+            .values(delivered_at=sa.func.coalesce(n.c.delivered_at, now))
+            .returning(n.c.delivered_at)
+        )
+    ).scalar()
+
+
+# ----- reads -----
+
+
+async def unread_counts(
+    conn: AsyncConnection, user_ids: list[str], now: datetime
+) -> dict[str, int]:
+    """Unread, unexpired notifications per user (users with none are absent)."""
+    if not user_ids:
+        return {}
+    rows = (
+        await conn.execute(
+            sa.select(n.c.user_id, sa.func.count())
+            .where(
+                n.c.user_id == sa.func.any(sa.cast(user_ids, ARRAY(UUID(as_uuid=False)))),
+                n.c.read_at.is_(None),
+                _live(now),
+            )
+            .group_by(n.c.user_id)
+        )
+    ).all()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+async def summary(conn: AsyncConnection, user_id: str, now: datetime) -> tuple[int, int, int]:
+    """(unread_count, last_seq, version) of a user, read in one snapshot; (0, 0, 0) for
+    one with no notification."""
+    unread = (
+        sa.select(sa.func.count())
+        .where(n.c.user_id == user_id, n.c.read_at.is_(None), _live(now))
+        .scalar_subquery()
+    )
+    row = (
+        await conn.execute(
+            sa.select(unread, inbox_state.c.last_seq, inbox_state.c.version)
+            .select_from(sa.select(sa.literal(1)).subquery())
+            .outerjoin(inbox_state, inbox_state.c.user_id == user_id)
+        )
+    ).one()
+    return int(row[0]), int(row[1] or 0), int(row[2] or 0)
+
+
+async def after_seq(
+    conn: AsyncConnection,
+    user_id: str,
+    seq: int,
+    limit: int,
+    now: datetime,
+    up_to: int | None = None,
+) -> list[Notification]:
+    """The user's notifications with seq > `seq` (and <= `up_to`), ascending, at most
+    `limit`."""
+    query = sa.select(n).where(n.c.user_id == user_id, n.c.seq > seq, _live(now))
+    if up_to is not None:
+        query = query.where(n.c.seq <= up_to)
+    rows = (await conn.execute(query.order_by(n.c.seq).limit(limit))).all()
+    return [to_notification(r) for r in rows]
+
+
+async def page(
+    conn: AsyncConnection,
+    user_id: str,
+    *,
+    unread: bool,
+    type: str | None,
+    before_seq: int | None,
+    limit: int,
+    now: datetime,
+) -> list[Notification]:
+    """Up to `limit` of the user's notifications with seq < `before_seq`, newest first
+    (keyset on the (user_id, seq) index: inserts meanwhile cannot shift a page)."""
+    query = sa.select(n).where(n.c.user_id == user_id, _live(now))
+    if before_seq is not None:
+        query = query.where(n.c.seq < before_seq)
+    if unread:
+        query = query.where(n.c.read_at.is_(None))
+    if type is not None:
+        query = query.where(n.c.type == type)
+    rows = (await conn.execute(query.order_by(n.c.seq.desc()).limit(limit))).all()
+    return [to_notification(r) for r in rows]
+
+
+# ----- preferences -----
+
+
+def _prefs(row: Any) -> Preferences:
+    quiet = None
+    if row.quiet_start is not None:
+        quiet = QuietHours(row.quiet_start, row.quiet_end, row.quiet_timezone)
+    return Preferences(
+        muted_types=list(row.muted_types), quiet_hours=quiet, websocket=row.websocket
+    )
+
+
+async def get_preferences(conn: AsyncConnection, user_id: str) -> Preferences | None:
+    row = (
+        await conn.execute(sa.select(preferences).where(preferences.c.user_id == user_id))
+    ).first()
+    return None if row is None else _prefs(row)
+
+
+async def preferences_of(conn: AsyncConnection, user_ids: list[str]) -> dict[str, Preferences]:
+    """Saved preferences of those of `user_ids` who have any."""
+    if not user_ids:
+        return {}
+    rows = (
+        await conn.execute(
+            sa.select(preferences).where(
+                preferences.c.user_id == sa.func.any(sa.cast(user_ids, ARRAY(UUID(as_uuid=False))))
+            )
+        )
+    ).all()
+    return {r.user_id: _prefs(r) for r in rows}
+
+
+async def put_preferences(
+    conn: AsyncConnection, user_id: str, prefs: Preferences, now: datetime
+) -> None:
+    quiet = prefs.quiet_hours
+    values = {
+        "muted_types": prefs.muted_types,
+        "quiet_start": quiet.start if quiet else None,
+        "quiet_end": quiet.end if quiet else None,
+        "quiet_timezone": quiet.timezone if quiet else None,
+        "websocket": prefs.websocket,
+        "updated_at": now,
+    }
+    await conn.execute(
+        pg_insert(preferences)
+        .values(user_id=user_id, **values)
+        .on_conflict_do_update(index_elements=[preferences.c.user_id], set_=values)
+    )
+
+
+# ----- template overrides -----
+
+
+async def overrides(conn: AsyncConnection, type_: str | None = None) -> list[Any]:
+    """Override rows, of one type or all."""
+    query = sa.select(template_overrides)
+    if type_ is not None:
+        query = query.where(template_overrides.c.type == type_)
+    return list((await conn.execute(query)).all())
+
+
+async def put_override(
+    conn: AsyncConnection,
+    *,
+    type_: str,
+    audience: str,
+    level: str,
+    priority: str,
+    title: str,
+    body: str,
+    now: datetime,
+    by: str,
+) -> None:
+    values = {
+        "level": level,
+        "priority": priority,
+        "title": title,
+        "body": body,
+        "updated_at": now,
+        "updated_by": by,
+    }
+    await conn.execute(
+        pg_insert(template_overrides)
+        .values(type=type_, audience=audience, **values)
+        .on_conflict_do_update(
+            index_elements=[template_overrides.c.type, template_overrides.c.audience],
+            set_=values,
+        )
+    )
+
+
+async def delete_override(conn: AsyncConnection, type_: str, audience: str) -> None:
+    await conn.execute(
+        template_overrides.delete().where(
+            template_overrides.c.type == type_, template_overrides.c.audience == audience
+        )
+    )
+
+
+# ----- users and admin sends -----
+
+
+async def upsert_user(conn: AsyncConnection, user_id: str, roles: list[str], at: datetime) -> None:
+    await conn.execute(
+        pg_insert(users)
+        .values(user_id=user_id, roles=roles, registered_at=at)
+        .on_conflict_do_update(index_elements=[users.c.user_id], set_={"roles": roles})
+    )
+
+
+async def recipients(
+    conn: AsyncConnection, *, everyone: bool, roles: list[str], user_ids: list[str]
+) -> list[str]:
+    """Known users in the audience, ascending: everyone, or those with one of `roles`
+    plus those of `user_ids` the notifier knows."""
+    query = sa.select(users.c.user_id)
+    if not everyone:
+        conds = []
+        if roles:
+            conds.append(users.c.roles.overlap(sa.cast(roles, ARRAY(sa.Text))))
+        if user_ids:
+            conds.append(
+                users.c.user_id == sa.func.any(sa.cast(user_ids, ARRAY(UUID(as_uuid=False))))
+            )
+        if not conds:
+            return []
+        query = query.where(sa.or_(*conds))
+    return list((await conn.execute(query.order_by(users.c.user_id))).scalars())
+
+
+_BULK_STORE = sa.text(
+    """
+    WITH bumped AS (
+        INSERT INTO notifier.inbox_state AS s (user_id, last_seq, version)
+        SELECT r, 1, 1 FROM unnest(CAST(:user_ids AS uuid[])) AS r ORDER BY r
+        ON CONFLICT (user_id)
+        DO UPDATE SET last_seq = s.last_seq + 1, version = s.version + 1
+        RETURNING s.user_id, s.last_seq, s.version
+    ), inserted AS (
+        INSERT INTO notifier.notifications (id, user_id, seq, event_id, type, level,
+            priority, title, body, data, created_at, expires_at, silent)
+        SELECT notifier.uuid7(), b.user_id, b.last_seq, :event_id, :type, :level,
+            :priority, :title, :body, CAST(:data AS jsonb), :now, :expires_at,
+            b.user_id = ANY(CAST(:silent AS uuid[]))
+        FROM bumped b
+        RETURNING id, user_id, seq, silent
+    )
+    SELECT i.id, i.user_id, i.seq, i.silent, b.version
+    FROM inserted i JOIN bumped b USING (user_id)
+    """
+).columns(
+    sa.column("id", UUID(as_uuid=False)),
+    sa.column("user_id", UUID(as_uuid=False)),
+    sa.column("seq", sa.BigInteger),
+    sa.column("silent", sa.Boolean),
+    sa.column("version", sa.BigInteger),
+)
+
+
+async def bulk_store(
+    conn: AsyncConnection,
+    *,
+    user_ids: list[str],
+    silent: list[str],
+    event_id: str,
+    type: str,
+    level: str,
+    priority: str,
+    title: str,
+    body: str,
+    data: str,
+    now: datetime,
+    expires_at: datetime | None,
+) -> list[Any]:
+    """One notification for each of `user_ids` in one statement: each user's next seq
+    is allocated and the rows inserted set-based (no per-user round trip). `data` is
+    JSON text; users in `silent` get silent rows. Returns rows (id, user_id, seq,
+    silent, version)."""
+    return list(
+        (
+            await conn.execute(
+                _BULK_STORE,
+                {
+                    "user_ids": user_ids,
+                    "silent": silent,
+                    "event_id": event_id,
+                    "type": type,
+                    "level": level,
+                    "priority": priority,
+                    "title": title,
+                    "body": body,
+                    "data": data,
+                    "now": now,
+                    "expires_at": expires_at,
+                },
+            )
+        ).all()
+    )
+
+
+# ----- retention -----
+
+PURGE_LOCK = 0x6E6F74696669  # pg advisory lock key: one purger at a time across replicas
+
+
+async def try_purge_lock(conn: AsyncConnection) -> bool:
+    """Take the transaction-scoped purge lock if no other replica holds it."""
+    return bool(
+        (await conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(PURGE_LOCK)))).scalar()
+    )
+
+
+async def purge_old_read(conn: AsyncConnection, cutoff: datetime, batch: int) -> int:
+    """Delete up to `batch` read notifications created before `cutoff`; how many."""
+    victims = (
+        sa.select(n.c.id)
+        .where(n.c.read_at.is_not(None), n.c.created_at < cutoff)
+        .limit(batch)
+        .scalar_subquery()
+    )
+    result = await conn.execute(n.delete().where(n.c.id.in_(victims)))
+    return result.rowcount or 0
+
+
+async def purge_expired(conn: AsyncConnection, now: datetime, batch: int) -> list[Any]:
+    """Delete up to `batch` expired notifications, locking their users' inboxes first
+    (and bumping their versions); returns the deleted rows (id, user_id, read_at)."""
+    found = (
+        await conn.execute(
+            sa.select(n.c.id, n.c.user_id)
+            .where(n.c.expires_at <= now)
+            .order_by(n.c.user_id)
+            .limit(batch)
+        )
+    ).all()
+    if not found:
+        return []
+    user_ids = sorted({r.user_id for r in found})
+    await conn.execute(
+        sa.select(inbox_state.c.user_id)
+        .where(inbox_state.c.user_id.in_(user_ids))
+        .order_by(inbox_state.c.user_id)
+        .with_for_update()
+    )
+    await conn.execute(
+        inbox_state.update()
+        .where(inbox_state.c.user_id.in_(user_ids))
+        .values(version=inbox_state.c.version + 1)
+    )
+    return list(
+        (
+            await conn.execute(
+                n.delete()
+                .where(n.c.id.in_([r.id for r in found]))
+                .returning(n.c.id, n.c.user_id, n.c.read_at)
+            )
+        ).all()
+    )
+
+
+async def versions(conn: AsyncConnection, user_ids: list[str]) -> dict[str, int]:
+    rows = (
+        await conn.execute(
+            sa.select(inbox_state.c.user_id, inbox_state.c.version).where(
+                inbox_state.c.user_id.in_(user_ids)
+            )
+        )
+    ).all()
+    return {r[0]: int(r[1]) for r in rows}

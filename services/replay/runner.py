@@ -1,0 +1,116 @@
+"""`parkmate replay`: load and clean the day, plan it, run the simulation with a progress
+bar, then print and write the report."""
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from services.replay import data, report
+from services.replay.plan import make_plan, summarise
+from services.replay.simulation import Options, Simulation
+
+DATA_FILE = Path("shared/data/parking-birmingham/parking-birmingham.csv")
+
+
+def default_data() -> Path:
+    """The data set beside the repository (../shared/...), else under the working
+    directory's parents."""
+    here = Path(__file__).resolve().parents[3]
+    for base in (here, *Path.cwd().resolve().parents, Path.cwd()):
+        if (base / DATA_FILE).exists():
+            return base / DATA_FILE
+    return here / DATA_FILE
+
+
+@dataclass
+class Result:
+    """The simulation and its report (for callers such as tests)."""
+
+    simulation: Simulation
+    report: dict[str, Any]
+    failures: list[str]
+
+
+def load_plan(path: Path, day: date, start: float, end: float, lots: list[str] | None, seed: int):
+    """The cleaned day and its plan; raises ValueError on bad data or arguments."""
+    readings = data.parse_csv(path.read_text())
+    return make_plan(data.clean_day(readings, day, start, end, lots), seed)
+
+
+async def _ticker(sim: Simulation, bar, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        if sim.origin and time.time() >= sim.origin:
+            now = time.time()
+            bar.n = round(min(max(0.0, now - sim.origin), bar.total), 1)
+            s = sim.stats
+            bar.set_postfix_str(
+                f"{data.hhmm(sim.day(now))} active {sim.active} made {s.made} "
+                f"renewed {s.renewed} cancelled {s.cancelled} expired {s.let_expire}",
+                refresh=False,
+            )
+            bar.refresh()
+        try:
+            await asyncio.wait_for(stop.wait(), 0.5)
+        except TimeoutError:
+            pass
+
+
+async def replay(plan, options: Options, report_dir: Path | None, progress: bool = True) -> Result:
+    """Run the replay of `plan` and return its report (written to `report_dir`)."""
+    sim = Simulation(plan, options)
+    out = sys.stderr
+    summary = summarise(plan)
+    print(
+        f"replay: {summary.cars} cars ({summary.warm_up} already parked at "
+        f"{data.hhmm(plan.data.start_seconds)}, {summary.arrivals} arrivals), "
+        f"{summary.cancels} cancel and {summary.expiries_in_day} let the booking expire "
+        f"during the day, {summary.stay} stay; about {summary.renewals} renewals",
+        file=out,
+        flush=True,
+    )
+    stop = asyncio.Event()
+    ticker = None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        total = (plan.last + plan.booking_seconds - plan.first) / options.speed
+        bar = tqdm(total=round(total, 1), unit="s", desc="replay", file=out, dynamic_ncols=True)
+        ticker = asyncio.create_task(_ticker(sim, bar, stop))
+    loop = asyncio.get_running_loop()
+    interrupt = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupt.set)
+    try:
+        running = asyncio.create_task(sim.run())
+        waiter = asyncio.create_task(interrupt.wait())
+        await asyncio.wait([running, waiter], return_when=asyncio.FIRST_COMPLETED)
+        if not running.done():  # Ctrl-C or SIGTERM: stop and report what happened so far
+            sim.interrupted_at = time.time()
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        else:
+            waiter.cancel()
+            running.result()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        stop.set()
+        if ticker is not None:
+            await ticker
+        if bar is not None:
+            bar.close()
+    figures = report.build(sim, sim.owner_expired, sim.final_counts)
+    text = report.render(figures)
+    print(text, flush=True)
+    if report_dir is not None:
+        paths = report.write(figures, report_dir)
+        print(f"report written to {', '.join(str(p) for p in paths)}", flush=True)
+    return Result(sim, figures, report.failures(figures))

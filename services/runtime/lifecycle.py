@@ -1,0 +1,37 @@
+"""A service process's life: wait for SIGTERM or SIGINT, then shut down in order."""
+
+import asyncio
+import signal
+
+
+def stop_event() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (install inside the running loop)."""
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, event.set)
+    return event
+
+
+async def until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task]) -> None:
+    """Wait for `stop`; if a background task ends first, raise its error (or RuntimeError)
+    so the process exits non-zero instead of running on half-dead."""
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    if waiter in done:
+        return
+    waiter.cancel()
+    for task in done:
+        if task.exception() is not None:
+            raise task.exception()
+    raise RuntimeError(f"background task {next(iter(done)).get_name()} ended unexpectedly")
+
+
+async def started(ready: asyncio.Event, task: asyncio.Task) -> None:
+    """Wait until a background task says it is ready; raise its error if it dies first."""
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait([waiter, task], return_when=asyncio.FIRST_COMPLETED)
+    if not waiter.done():
+        waiter.cancel()
+        task.result()
+        raise RuntimeError(f"{task.get_name()} ended before it was ready")

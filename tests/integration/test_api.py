@@ -1,0 +1,190 @@
+"""The api over HTTP and WebSocket, with bookings and notifier running, real NATS and
+PostgreSQL underneath."""
+
+import asyncio
+import contextlib
+import json
+
+import httpx
+import pytest
+import websockets
+
+from services.api.config import Settings as ApiSettings
+from services.api.entrypoints import serve as serve_api
+from services.bookings.config import Settings as BookingsSettings
+from services.bookings.entrypoints import serve as serve_bookings
+from services.notifier.config import Settings as NotifierSettings
+from services.notifier.entrypoints import serve as serve_notifier
+from services.runtime.config import Common
+from services.runtime.embedded import free_port
+from tests.support import running
+
+SECRET = "integration-test-secret-of-32-bytes!"
+
+
+@pytest.fixture
+async def api(nats_url, database_url):
+    common = Common(nats_url, database_url)
+    port = free_port()
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(running(serve_bookings, BookingsSettings(common)))
+        await stack.enter_async_context(running(serve_notifier, NotifierSettings(common)))
+        await stack.enter_async_context(
+            running(serve_api, ApiSettings(common, port=port, jwt_secret=SECRET, token_seconds=2))
+        )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/api/v1") as http:
+            http.ws_url = f"ws://127.0.0.1:{port}/ws"
+            yield http
+
+
+async def register(http, email="ann@example.com", password="secret-pw") -> str:
+    r = await http.post(
+        "/auth/register", json={"email": email, "password": password, "full_name": "Ann"}
+    )
+    assert r.status_code == 201, r.text
+    r = await http.post("/auth/login", json={"email": email, "password": password})
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]
+
+
+def auth(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_register_login_me_and_errors(api):
+    r = await api.post(
+        "/auth/register",
+        json={"email": "Ann@Example.com", "password": "secret-pw", "full_name": "Ann"},
+    )
+    assert r.status_code == 201
+    user = r.json()
+    assert user["email"] == "ann@example.com" and user["roles"] == ["driver"]
+    again = await api.post(
+        "/auth/register",
+        json={"email": "ann@example.com", "password": "secret-pw", "full_name": "A"},
+    )
+    assert again.status_code == 409 and "already registered" in again.json()["detail"]
+    bad = await api.post("/auth/login", json={"email": "ann@example.com", "password": "nope!"})
+    assert bad.status_code == 401 and bad.json()["detail"]
+    token = (
+        await api.post("/auth/login", json={"email": "ann@example.com", "password": "secret-pw"})
+    ).json()
+    assert token["token_type"] == "bearer" and token["expires_in"] == 2
+    me = await api.get("/me", headers=auth(token["access_token"]))
+    assert me.json()["id"] == user["id"]
+    assert (await api.get("/me")).status_code == 401
+    assert (await api.get("/me", headers=auth("garbage"))).status_code == 401
+    short = await api.post(
+        "/auth/register", json={"email": "b@example.com", "password": "x", "full_name": "B"}
+    )
+    assert short.status_code == 400 and "password" in short.json()["detail"]
+    missing = await api.post("/auth/register", json={"email": "c@example.com"})
+    assert missing.status_code == 400
+
+
+async def test_admin_creates_users_with_roles_and_drivers_cannot(api):
+    driver = await register(api)
+    r = await api.post(
+        "/admin/users",
+        headers=auth(driver),
+        json={
+            "email": "o@example.com",
+            "password": "secret-pw",
+            "full_name": "O",
+            "roles": ["owner"],
+        },
+    )
+    assert r.status_code == 403
+
+
+async def test_idempotency_key_replays_and_rejects_another_body(api):
+    body = {"email": "idem@example.com", "password": "secret-pw", "full_name": "I"}
+    first = await api.post("/auth/register", json=body, headers={"Idempotency-Key": "k-1"})
+    retry = await api.post("/auth/register", json=body, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == retry.status_code == 201
+    assert first.json() == retry.json() and retry.headers["idempotent-replayed"] == "true"
+    other = await api.post(
+        "/auth/register", json=body | {"full_name": "X"}, headers={"Idempotency-Key": "k-1"}
+    )
+    assert other.status_code == 422 and "another request" in other.json()["detail"]
+
+
+async def test_lots_need_an_owner_and_bookings_get_409_when_taken(api):
+    driver = await register(api)
+    r = await api.post(
+        "/lots", headers=auth(driver), json={"name": "L", "address": "A", "slot_count": 1}
+    )
+    assert r.status_code == 403
+    assert (await api.get("/lots/not-a-uuid", headers=auth(driver))).status_code == 404
+    assert (
+        await api.post(
+            "/bookings",
+            headers=auth(driver),
+            json={"slot_id": "01a2082c-5d45-7950-9861-32487e89739a"},
+        )
+    ).status_code == 404
+
+
+async def test_openapi_lists_the_routes(api):
+    r = await api.get("http://" + api.base_url.host + f":{api.base_url.port}/schema/openapi.json")
+    paths = r.json()["paths"]
+    for path in (
+        "/api/v1/auth/register",
+        "/api/v1/lots",
+        "/api/v1/bookings/{booking_id}",
+        "/api/v1/lots/{lot_id}/slots",
+    ):
+        assert path in paths
+
+
+async def test_websocket_hello_ping_errors_and_bad_tokens(api):
+    token = await register(api)
+    async with websockets.connect(f"{api.ws_url}?token={token}") as ws:
+        hello = json.loads(await ws.recv())
+        assert hello["type"] == "hello" and hello["last_seq"] == 0 and hello["unread_count"] == 0
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv()) == {"type": "pong"}
+        await ws.send("not json")
+        assert json.loads(await ws.recv())["type"] == "error"
+        await ws.send(json.dumps({"type": "dance"}))
+        err = json.loads(await ws.recv())
+        assert err["type"] == "error" and err["code"] == "unknown_type"
+        await ws.send(json.dumps({"type": "ping"}))  # still open
+        assert json.loads(await ws.recv()) == {"type": "pong"}
+    async with websockets.connect(api.ws_url, additional_headers=auth(token)) as ws:
+        assert json.loads(await ws.recv())["type"] == "hello"
+    for url in (api.ws_url, f"{api.ws_url}?token=bad"):
+        async with websockets.connect(url) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as e:
+                await ws.recv()
+            assert e.value.rcvd.code == 4401
+
+
+async def test_websocket_closes_4401_when_the_token_expires(api):
+    token = await register(api)  # tokens last 2 s in this fixture
+    async with websockets.connect(f"{api.ws_url}?token={token}") as ws:
+        assert json.loads(await ws.recv())["type"] == "hello"
+        with pytest.raises(websockets.ConnectionClosed) as e:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert e.value.rcvd.code == 4401
+
+
+async def test_oversized_frame_closes_with_1009(api):
+    token = await register(api)
+    async with websockets.connect(f"{api.ws_url}?token={token}", max_size=None) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "ping", "pad": "x" * 70_000}))
+        with pytest.raises(websockets.ConnectionClosed) as e:
+            await ws.recv()
+        assert e.value.rcvd.code == 1009
+
+
+async def test_probes_and_metrics(api):
+    root = f"http://{api.base_url.host}:{api.base_url.port}"
+    assert (await api.get(root + "/healthz")).status_code == 200
+    assert (await api.get(root + "/readyz")).json() == {"status": "ready"}
+    token = await register(api)
+    async with websockets.connect(f"{api.ws_url}?token={token}") as ws:
+        await ws.recv()
+        text = (await api.get(root + "/metrics")).text
+        assert "parkmate_websockets 1.0" in text

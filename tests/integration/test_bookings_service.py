@@ -1,0 +1,264 @@
+"""The bookings service against real NATS (JetStream) and PostgreSQL."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from services.bookings.config import Settings
+from services.bookings.entrypoints import serve
+from services.contracts import bookings as c
+from services.contracts import subjects
+from services.contracts.envelope import decode_envelope
+from services.contracts.ids import uuid7
+from services.contracts.timers import TimerFired
+from services.runtime.config import Common
+from services.runtime.micro import RemoteError, call
+from tests.support import eventually, nats_client, running
+
+OWNER = c.Actor(user_id=str(uuid7()), roles=["owner"])
+DRIVER = c.Actor(user_id=str(uuid7()), roles=["driver"])
+
+
+@pytest.fixture
+async def bookings(nats_url, database_url):
+    async with (
+        running(serve, Settings(Common(nats_url, database_url))),
+        nats_client(nats_url) as nc,
+    ):
+        yield nc
+
+
+async def make_lot(nc, **kw) -> c.LotView:
+    args = {
+        "name": "Lot",
+        "address": "1 Street",
+        "slot_count": 2,
+        "booking_seconds": 60,
+        "warning_seconds": 10,
+        "price_per_hour": c.Money("2.40"),
+    } | kw
+    return await call(nc, subjects.BOOKINGS_LOT_CREATE, c.CreateLot(actor=OWNER, **args), c.LotView)
+
+
+async def events(nc, subject: str) -> list:
+    """Every event on EVENTS with `subject`, as (headers, envelope)."""
+    js = nc.jetstream()
+    sub = await js.subscribe(
+        subject, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+    )
+    out = []
+    while True:
+        try:
+            msg = await sub.next_msg(timeout=0.3)
+        except Exception:
+            break
+        out.append((msg.headers, decode_envelope(msg.data)))
+    await sub.unsubscribe()
+    return out
+
+
+async def test_lot_creation_and_rules(bookings):
+    lot = await make_lot(bookings, slot_labels=["A1", "A2", "B1"], slot_count=None)
+    assert lot.owner_id == OWNER.user_id and lot.total_slots == 3 and lot.free_slots == 3
+    assert [s.label for s in lot.slots] == ["A1", "A2", "B1"]
+    with pytest.raises(RemoteError) as e:
+        await call(
+            bookings,
+            subjects.BOOKINGS_LOT_CREATE,
+            c.CreateLot(actor=DRIVER, name="x", address="y", slot_count=1),
+            c.LotView,
+        )
+    assert e.value.code == "forbidden"
+    with pytest.raises(RemoteError) as e:
+        await make_lot(bookings, warning_seconds=60)
+    assert e.value.code == "invalid" and "warning_seconds" in e.value.detail
+
+
+async def test_booking_publishes_a_cloudevent_through_the_outbox(bookings):
+    lot = await make_lot(bookings)
+    booking = await call(
+        bookings,
+        subjects.BOOKINGS_BOOKING_CREATE,
+        c.CreateBooking(actor=DRIVER, slot_id=lot.slots[0].id),
+        c.BookingView,
+    )
+    assert booking.status == "active" and booking.price == c.Money("0.04")  # 2.40 an hour for 60 s
+    assert 59 <= booking.remaining_seconds <= 60
+    found = await eventually(lambda: events(bookings, subjects.BOOKING_CREATED))
+    headers, event = found[0]
+    assert headers["Nats-Msg-Id"] == event.id and event.specversion == "1.0"
+    data = msgspec.json.decode(event.data, type=c.BookingEventData)
+    assert data.booking_id == booking.id and data.owner_id == OWNER.user_id
+    assert data.driver_id == DRIVER.user_id and data.slot_label == "1"
+
+
+async def test_twenty_concurrent_bookings_of_one_slot_give_one_booking(bookings):
+    lot = await make_lot(bookings)
+    drivers = [c.Actor(user_id=str(uuid7()), roles=["driver"]) for _ in range(20)]
+
+    async def book(actor):
+        try:
+            return await call(
+                bookings,
+                subjects.BOOKINGS_BOOKING_CREATE,
+                c.CreateBooking(actor=actor, slot_id=lot.slots[0].id),
+                c.BookingView,
+                timeout=15,
+            )
+        except RemoteError as e:
+            return e
+
+    results = await asyncio.gather(*(book(a) for a in drivers))
+    ok = [r for r in results if isinstance(r, c.BookingView)]
+    refused = [r for r in results if isinstance(r, RemoteError)]
+    assert len(ok) == 1 and len(refused) == 19
+    assert {r.code for r in refused} == {"conflict"}
+    assert all(r.extra["booked_until"] for r in refused)
+    slots = await call(
+        bookings, subjects.BOOKINGS_SLOT_LIST, c.ListSlots(actor=DRIVER, lot_id=lot.id), c.SlotList
+    )
+    assert [s.status for s in slots.items] == ["booked", "free"]
+
+
+async def fire(nc, booking: c.BookingView, kind: str, version: int) -> None:
+    body = TimerFired(
+        booking_id=booking.id,
+        kind=kind,
+        version=version,
+        end_time=booking.end_time,
+        fire_at=datetime.now(UTC),
+    )
+    await nc.jetstream().publish(
+        subjects.timer_fired_subject(booking.id, kind), msgspec.json.encode(body)
+    )
+
+
+async def get(nc, booking_id, actor=DRIVER) -> c.BookingView:
+    return await call(
+        nc,
+        subjects.BOOKINGS_BOOKING_GET,
+        c.GetBooking(actor=actor, booking_id=booking_id),
+        c.BookingView,
+    )
+
+
+async def test_fired_timers_warn_once_expire_and_drop_stale_fires(bookings):
+    lot = await make_lot(bookings, booking_seconds=1, warning_seconds=0)
+    booking = await call(
+        bookings,
+        subjects.BOOKINGS_BOOKING_CREATE,
+        c.CreateBooking(actor=DRIVER, slot_id=lot.slots[0].id),
+        c.BookingView,
+    )
+    await fire(bookings, booking, "warning", 1)
+    await fire(bookings, booking, "warning", 1)  # a duplicate fire warns nobody twice
+    await fire(bookings, booking, "expiry", 7)  # stale: another period
+    await asyncio.sleep(0.5)
+    assert (await get(bookings, booking.id)).status == "active"
+    await fire(bookings, booking, "expiry", 1)  # may arrive before the end: redelivered
+    expired = await eventually(lambda: _status_is(bookings, booking.id, "expired"), timeout=10)
+    assert expired.remaining_seconds == 0
+    assert datetime.now(UTC) >= booking.end_time
+    assert len(await eventually(lambda: events(bookings, subjects.BOOKING_EXPIRED))) == 1
+    assert len(await events(bookings, subjects.BOOKING_EXPIRING)) == 1
+    lot_now = await call(
+        bookings, subjects.BOOKINGS_LOT_GET, c.GetLot(actor=DRIVER, lot_id=lot.id), c.LotView
+    )
+    assert lot_now.free_slots == 2
+
+
+async def _status_is(nc, booking_id, status):
+    b = await get(nc, booking_id)
+    return b if b.status == status else None
+
+
+async def test_bookings_are_private_and_paginated(bookings):
+    lot = await make_lot(bookings, slot_count=5)
+    for slot in lot.slots:
+        await call(
+            bookings,
+            subjects.BOOKINGS_BOOKING_CREATE,
+            c.CreateBooking(actor=DRIVER, slot_id=slot.id),
+            c.BookingView,
+        )
+    first = await call(
+        bookings,
+        subjects.BOOKINGS_BOOKING_LIST,
+        c.ListBookings(actor=DRIVER, limit=3),
+        c.BookingPage,
+    )
+    second = await call(
+        bookings,
+        subjects.BOOKINGS_BOOKING_LIST,
+        c.ListBookings(actor=DRIVER, limit=3, cursor=first.next_cursor),
+        c.BookingPage,
+    )
+    ids = [b.id for b in first.items + second.items]
+    assert len(ids) == 5 == len(set(ids)) and second.next_cursor is None
+    assert ids == sorted(ids, reverse=True)
+    stranger = c.Actor(user_id=str(uuid7()), roles=["driver"])
+    with pytest.raises(RemoteError) as e:
+        await get(bookings, ids[0], stranger)
+    assert e.value.code == "not_found"
+    assert (await get(bookings, ids[0], OWNER)).id == ids[0]
+    empty = await call(
+        bookings, subjects.BOOKINGS_BOOKING_LIST, c.ListBookings(actor=stranger), c.BookingPage
+    )
+    assert empty.items == []
+
+
+async def test_bookings_is_a_discoverable_micro_service(bookings):
+    reply = await bookings.request("$SRV.INFO.bookings", b"", timeout=2)
+    info = msgspec.json.decode(reply.data)
+    assert info["name"] == "bookings"
+    assert subjects.BOOKINGS_BOOKING_CREATE in {e["subject"] for e in info["endpoints"]}
+
+
+async def test_expiry_before_the_end_is_redelivered_not_dropped(bookings):
+    lot = await make_lot(bookings, booking_seconds=2, warning_seconds=1)
+    booking = await call(
+        bookings,
+        subjects.BOOKINGS_BOOKING_CREATE,
+        c.CreateBooking(actor=DRIVER, slot_id=lot.slots[0].id),
+        c.BookingView,
+    )
+    await fire(bookings, booking, "expiry", 1)
+    await asyncio.sleep(0.5)
+    assert (await get(bookings, booking.id)).status == "active"
+    done = await eventually(lambda: _status_is(bookings, booking.id, "expired"), timeout=10)
+    assert done.end_time <= datetime.now(UTC) + timedelta(seconds=0)
+
+
+async def test_sweep_expires_an_overdue_booking_whose_timer_never_came(nats_url, database_url):
+    from services.bookings.handlers.common import Deps
+    from services.bookings.handlers.timers import sweep_overdue
+    from services.bookings.payments import SimulatedProvider
+    from services.runtime.db import make_engine
+
+    async with (
+        running(serve, Settings(Common(nats_url, database_url))),
+        nats_client(nats_url) as nc,
+    ):
+        lot = await make_lot(nc, booking_seconds=60, warning_seconds=10)
+        booking = await call(
+            nc,
+            subjects.BOOKINGS_BOOKING_CREATE,
+            c.CreateBooking(actor=DRIVER, slot_id=lot.slots[0].id),
+            c.BookingView,
+        )
+        engine = make_engine(database_url, pool_size=1)
+        later = booking.end_time + timedelta(seconds=45)
+        deps = Deps(engine=engine, payments=SimulatedProvider(), clock=lambda: later)
+        try:
+            assert await sweep_overdue(deps, overdue_seconds=60) == 0  # not overdue enough
+            assert await sweep_overdue(deps, overdue_seconds=30) == 1
+            assert await sweep_overdue(deps, overdue_seconds=30) == 0
+        finally:
+            await engine.dispose()
+        assert (await get(nc, booking.id)).status == "expired"
+        assert len(await eventually(lambda: events(nc, subjects.BOOKING_EXPIRED))) == 1
+        # Never expired without its warning: the sweep warned first (late).
+        assert len(await eventually(lambda: events(nc, subjects.BOOKING_EXPIRING))) == 1

@@ -1,0 +1,66 @@
+"""Helpers shared by integration and end-to-end tests."""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.client import Client
+
+from services.runtime.lifecycle import started
+
+
+@contextlib.asynccontextmanager
+async def running(
+    serve: Callable[..., Awaitable[None]], settings: Any, timeout: float = 30.0
+) -> AsyncIterator[None]:
+    """Run a service's `serve(settings, stop, ready)` in this loop for the block."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop, ready))
+    await asyncio.wait_for(started(ready, task), timeout)
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+@contextlib.asynccontextmanager
+async def nats_client(url: str) -> AsyncIterator[Client]:
+    nc = await nats.connect(url)
+    try:
+        yield nc
+    finally:
+        await nc.close()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout: float = 10.0, interval: float = 0.05
+) -> Any:
+    """Call `check` until it returns a truthy value; fail with the last value after timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s; last value: {last!r}")
+
+
+class Collector:
+    """Collects messages on a core NATS subject, decoded as JSON, with arrival times."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[float, str, Any]] = []
+        self.sub = None
+
+    async def start(self, nc: Client, subject: str) -> "Collector":
+        async def cb(msg):
+            self.items.append((time.monotonic(), msg.subject, msgspec.json.decode(msg.data)))
+
+        self.sub = await nc.subscribe(subject, cb=cb)
+        return self

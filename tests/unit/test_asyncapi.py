@@ -1,0 +1,53 @@
+"""The AsyncAPI document: generated from the message types, committed, complete."""
+
+import json
+from pathlib import Path
+
+from services import asyncapi
+from services.contracts import catalog, subjects
+
+DOC = Path(__file__).parents[2] / "docs" / "asyncapi.json"
+EVENT_PREFIXES = ("BOOKING_", "PAYMENT_", "CARWASH_", "STAFF_", "USER_")
+
+
+def constants(prefixes: tuple[str, ...]) -> set[str]:
+    return {v for k, v in vars(subjects).items() if k.startswith(prefixes) and isinstance(v, str)}
+
+
+def test_committed_document_is_up_to_date():
+    assert DOC.read_text() == asyncapi.render(), (
+        "docs/asyncapi.json is stale: run `parkmate asyncapi --output docs/asyncapi.json`"
+    )
+
+
+def test_every_event_subject_has_exactly_one_channel():
+    listed = [e.subject for e in catalog.EVENTS]
+    assert len(listed) == len(set(listed))
+    assert set(listed) == constants(EVENT_PREFIXES)
+
+
+def test_every_bookings_request_subject_is_served_and_documented():
+    served = [ep.subject for ep in asyncapi.request_endpoints()["bookings"]]
+    assert len(served) == len(set(served))
+    assert set(served) == constants(("BOOKINGS_",)) - {subjects.BOOKINGS_SERVICE}
+    assert all(ep.reply_type is not None for ep in asyncapi.request_endpoints()["bookings"])
+
+
+def test_every_reference_resolves():
+    doc = json.loads(DOC.read_text())
+
+    def refs(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "$ref":
+                    yield v
+                else:
+                    yield from refs(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from refs(v)
+
+    for ref in refs(doc):
+        node = doc
+        for part in ref.removeprefix("#/").split("/"):
+            node = node[part]

@@ -1,0 +1,48 @@
+from datetime import UTC, datetime, timedelta
+
+from services.contracts.bookings import BookingEventData, Money
+from services.timers import domain
+
+END = datetime(2026, 11, 23, 12, 0, 6, 123456, tzinfo=UTC)
+
+
+def booking(version=1) -> BookingEventData:
+    return BookingEventData(
+        booking_id="b1",
+        lot_id="l",
+        lot_name="L",
+        slot_id="s",
+        slot_label="1",
+        driver_id="d",
+        owner_id="o",
+        status="active",
+        start_time=END - timedelta(seconds=6),
+        end_time=END,
+        version=version,
+        renewals=0,
+        booking_seconds=6,
+        warning_seconds=3,
+        price=Money("0.00"),
+        payment_method="cash",
+        payment_status="pending",
+    )
+
+
+def test_warning_and_expiry_times_and_subjects():
+    warning, expiry = domain.schedules_for(booking())
+    assert warning.fire_at == END - timedelta(seconds=3)
+    assert expiry.fire_at == END
+    assert warning.subject == "timers.schedule.booking.b1.warning"
+    assert expiry.target == "timers.fired.booking.expiry.b1"
+    assert warning.body.version == expiry.body.version == 1
+
+
+def test_message_ids_change_with_the_version_so_a_replacement_is_not_deduplicated():
+    old = {s.msg_id for s in domain.schedules_for(booking(1))}
+    new = {s.msg_id for s in domain.schedules_for(booking(2))}
+    assert old.isdisjoint(new)
+    assert "b1:2:expiry" in new
+
+
+def test_rfc3339_is_utc_with_milliseconds_and_z():
+    assert domain.rfc3339(END) == "2026-11-23T12:00:06.123Z"
