@@ -107,10 +107,7 @@ def occupancy_figures(sim: Simulation) -> dict[str, Any]:
 
 def expiry_figures(sim: Simulation, owner_expired: Counter) -> dict[str, Any]:
     """Each booking that reached its end expired exactly once (owners' inboxes)."""
-    finals: dict[str, bool] = {}
-    for p in sim.periods:  # a booking's last period decides
-        finals[p.booking_id] = p.expiry_expected
-    reached = {b for b, expired in finals.items() if expired}
+    reached = sim.reached_end()
     return {
         "bookings_that_reached_their_end": len(reached),
         "expired_once": sum(1 for b in reached if owner_expired.get(b) == 1),

@@ -545,7 +545,7 @@ class Simulation:
                 await checker
                 self.finished_at = time.time()
                 await self._drain()
-                self.owner_expired = await self.owner_expiries()
+                self.owner_expired = await self._settled_owner_expiries()
                 self.final_counts = await self.lot_counts()
             finally:
                 for w in self.watchers.values():
@@ -785,6 +785,27 @@ class Simulation:
             (r.type, r.booking_id, ms(r.end)) for w in self.watchers.values() for r in w.received
         }
         return [(t, p) for t, p in self.expected() if (t, p.booking_id, ms(p.end)) not in got]
+
+    def reached_end(self) -> set[str]:
+        """Ids of the bookings whose last period the server had to end (expiry)."""
+        finals: dict[str, bool] = {}
+        for p in self.periods:  # a booking's last period decides
+            finals[p.booking_id] = p.expiry_expected
+        return {b for b, expired in finals.items() if expired}
+
+    async def _settled_owner_expiries(self) -> Counter:
+        """The owners' booking.expired notifications once they stop changing. A lot's
+        count drops when bookings expires a booking; the owner's note is stored a moment
+        later by the notifier, so read the inboxes until every booking that reached its
+        end is there, or nothing changed for `drain_seconds`."""
+        reached = self.reached_end()
+        seen, progress = await self.owner_expiries(), time.time()
+        while not reached <= seen.keys() and time.time() - progress < self.o.drain_seconds:
+            await asyncio.sleep(0.5)
+            again = await self.owner_expiries()
+            if again != seen:
+                seen, progress = again, time.time()
+        return seen
 
     async def owner_expiries(self) -> Counter:
         """booking.expired notifications per booking id in the owners' inboxes."""
