@@ -3,11 +3,16 @@
 from typing import Any
 
 import msgspec
+import structlog
 from litestar import Request, Response
 from litestar.openapi.datastructures import ResponseSpec
+from sqlalchemy.exc import DBAPIError
 
 from services.contracts.errors import DomainError
+from services.runtime.db import is_disconnect
 from services.runtime.micro import RemoteError
+
+log = structlog.get_logger()
 
 STATUS = {
     "invalid": 400,
@@ -35,7 +40,19 @@ def handle_service_error(_: Request, exc: Exception) -> Response:
     return error_response(STATUS.get(exc.code, 500), exc.detail, exc.extra)
 
 
-exception_handlers = {DomainError: handle_service_error, RemoteError: handle_service_error}
+def handle_database_error(_: Request, exc: Exception) -> Response:
+    """A lost database connection (PostgreSQL restarted) is 503: retrying will work."""
+    if is_disconnect(exc):
+        return error_response(503, "The database connection was lost; retry in a moment.")
+    log.error("database error", exc_info=exc)
+    return error_response(500, "Internal error.")
+
+
+exception_handlers = {
+    DomainError: handle_service_error,
+    RemoteError: handle_service_error,
+    DBAPIError: handle_database_error,
+}
 
 
 class ErrorResponse(msgspec.Struct):

@@ -23,6 +23,7 @@ from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 from nats.micro.service import EndpointConfig, Service
 
 from services.contracts.errors import DomainError, ErrorBody
+from services.runtime.db import is_disconnect
 from services.runtime.metrics import REQUEST_SECONDS, REQUESTS
 
 T = TypeVar("T")
@@ -103,7 +104,14 @@ class MicroServer:
             outcome = e.code
             body = self._encoder.encode(ErrorBody(code=e.code, detail=e.detail, extra=e.extra))
             await request.respond_error(e.code, e.detail, data=body)
-        except Exception:
+        except Exception as e:
+            if is_disconnect(e):
+                outcome = "unavailable"
+                log.warning("database connection lost", subject=ep.subject)
+                detail = "The database connection was lost; retry in a moment."
+                body = self._encoder.encode(ErrorBody(code="unavailable", detail=detail))
+                await request.respond_error("unavailable", detail, data=body)
+                return
             outcome = "internal"
             log.exception("request failed", subject=ep.subject)
             body = self._encoder.encode(ErrorBody(code="internal", detail="Internal error"))

@@ -1,0 +1,50 @@
+"""A PostgreSQL backend killed under a service (a database restart, a failover) is an
+`unavailable` answer (503 at the api) for the request that met it, and the next
+request works on a fresh connection: never a 500, never a stuck pool."""
+
+import msgspec
+import nats
+import pytest
+import sqlalchemy as sa
+
+from services.runtime.db import make_engine
+from services.runtime.micro import Endpoint, MicroServer, RemoteError, call
+from tests.conftest import _admin_execute
+
+
+class Ping(msgspec.Struct):
+    pass
+
+
+class Pong(msgspec.Struct):
+    backend_pid: int
+
+
+async def test_a_killed_backend_is_unavailable_once_then_recovers(
+    nats_url, database_url, pg_admin_url
+):
+    engine = make_engine(database_url, pool_size=1)
+    nc = await nats.connect(nats_url)
+
+    async def handle(_: Ping) -> Pong:
+        async with engine.connect() as conn:
+            pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+        return Pong(backend_pid=pid)
+
+    server = MicroServer(
+        nc, "dbtest", "0.0.1", "test", [Endpoint("dbtest.ping", Ping, handle, Pong)]
+    )
+    await server.start()
+    try:
+        first = await call(nc, "dbtest.ping", Ping(), Pong)
+        await _admin_execute(pg_admin_url, f"SELECT pg_terminate_backend({first.backend_pid})")
+        with pytest.raises(RemoteError) as lost:
+            await call(nc, "dbtest.ping", Ping(), Pong)
+        assert lost.value.code == "unavailable"
+        assert "retry" in lost.value.detail
+        again = await call(nc, "dbtest.ping", Ping(), Pong)
+        assert again.backend_pid != first.backend_pid
+    finally:
+        await server.stop()
+        await nc.close()
+        await engine.dispose()
