@@ -88,6 +88,10 @@ async def serve(
     async def handle(msg: Msg) -> None:
         await handlers.on_event(deps, msg.data)
 
+    async def handle_batch(msgs: list[Msg]) -> list[None]:
+        await handlers.on_events(deps, [m.data for m in msgs])
+        return [None] * len(msgs)
+
     async def handle_user(msg: Msg) -> None:
         await handlers.on_user_event(deps, msg.data)
 
@@ -109,6 +113,7 @@ async def serve(
                 handle,
                 stop,
                 ready=events_ready,
+                batch_handler=handle_batch,
             ),
             name="notifier-events",
         ),

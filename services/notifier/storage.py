@@ -7,6 +7,7 @@ bumping `version`), several users in ascending user id order, and only then touc
 read inside the same transaction after the lock, so a (count, version) pair is exact.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -203,6 +204,161 @@ async def store(
         silent=silent,
     )
     return notification, version
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    """A notification to store with `store_many` (times are aware datetimes)."""
+
+    id: str
+    user_id: str
+    event_id: str | None
+    type: str
+    level: str
+    priority: str
+    title: str
+    body: str
+    data: dict[str, Any]
+    created_at: datetime
+    silent: bool = False
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A stored notification with its user's inbox `version` and unread count just
+    after it (what a live frame of it carries)."""
+
+    user_id: str
+    notification: Notification
+    version: int
+    unread_count: int
+
+
+_LOCK_INBOXES = sa.text(
+    """
+    INSERT INTO notifier.inbox_state AS s (user_id, last_seq, version)
+    SELECT u, 0, 0 FROM unnest(CAST(:user_ids AS uuid[])) AS u ORDER BY u
+    ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq
+    RETURNING s.user_id, s.last_seq, s.version
+    """
+).columns(
+    sa.column("user_id", UUID(as_uuid=False)),
+    sa.column("last_seq", sa.BigInteger),
+    sa.column("version", sa.BigInteger),
+)
+
+_ALREADY_STORED = sa.text(
+    """
+    SELECT n.event_id, n.user_id FROM notifier.notifications n
+    JOIN unnest(CAST(:event_ids AS uuid[]), CAST(:user_ids AS uuid[])) AS k(event_id, user_id)
+      ON n.event_id = k.event_id AND n.user_id = k.user_id
+    """
+).columns(sa.column("event_id", UUID(as_uuid=False)), sa.column("user_id", UUID(as_uuid=False)))
+
+_ADVANCE_INBOXES = sa.text(
+    """
+    UPDATE notifier.inbox_state AS s SET last_seq = v.last_seq, version = v.version
+    FROM unnest(CAST(:user_ids AS uuid[]), CAST(:last_seqs AS bigint[]),
+                CAST(:versions AS bigint[])) AS v(user_id, last_seq, version)
+    WHERE s.user_id = v.user_id
+    """
+)
+
+
+async def store_many(
+    conn: AsyncConnection, items: list[NewNotification], now: datetime
+) -> list[Stored]:
+    """Store many notifications (of many events and users) in a few statements, in the
+    caller's transaction: each user's seqs continue gaplessly in the order of `items`,
+    and an (event_id, user_id) already stored, or repeated in `items`, is skipped. The
+    inboxes are locked first, in user id order (the module's lock order), so the check
+    for already stored rows sees every concurrent replica's committed work.
+    Returns the new ones in the order of `items`."""
+    if not items:
+        return []
+    user_ids = sorted({i.user_id for i in items})
+    state = {
+        r.user_id: [r.last_seq, r.version]
+        for r in await conn.execute(_LOCK_INBOXES, {"user_ids": user_ids})
+    }
+    keyed = [i for i in items if i.event_id is not None]
+    seen: set[tuple[str, str]] = set()
+    if keyed:
+        rows = await conn.execute(
+            _ALREADY_STORED,
+            {"event_ids": [i.event_id for i in keyed], "user_ids": [i.user_id for i in keyed]},
+        )
+        seen = {(r.event_id, r.user_id) for r in rows}
+    fresh: list[tuple[NewNotification, int, int]] = []
+    for item in items:
+        if item.event_id is not None:
+            if (item.event_id, item.user_id) in seen:
+                continue
+            seen.add((item.event_id, item.user_id))
+        slot = state[item.user_id]
+        slot[0] += 1
+        slot[1] += 1
+        fresh.append((item, slot[0], slot[1]))
+    if not fresh:
+        return []
+    await conn.execute(
+        n.insert(),
+        [
+            {
+                "id": i.id,
+                "user_id": i.user_id,
+                "seq": seq,
+                "event_id": i.event_id,
+                "type": i.type,
+                "level": i.level,
+                "priority": i.priority,
+                "title": i.title,
+                "body": i.body,
+                "data": i.data,
+                "created_at": i.created_at,
+                "silent": i.silent,
+                "expires_at": i.expires_at,
+            }
+            for i, seq, _ in fresh
+        ],
+    )
+    touched = sorted({i.user_id for i, _, _ in fresh})
+    await conn.execute(
+        _ADVANCE_INBOXES,
+        {
+            "user_ids": touched,
+            "last_seqs": [state[u][0] for u in touched],
+            "versions": [state[u][1] for u in touched],
+        },
+    )
+    counts = await unread_counts(conn, touched, now)
+    # Unread after the k-th new one of a user = final count - (new ones after it),
+    # exact because the inbox stays locked until commit.
+    after: dict[str, int] = {}
+    for i, _, _ in fresh:
+        after[i.user_id] = after.get(i.user_id, 0) + (i.expires_at is None or i.expires_at > now)
+    out = []
+    for i, seq, version in fresh:
+        counted = i.expires_at is None or i.expires_at > now
+        after[i.user_id] -= counted
+        notification = Notification(
+            id=i.id,
+            seq=seq,
+            type=i.type,
+            level=i.level,
+            priority=i.priority,
+            title=i.title,
+            body=i.body,
+            data=i.data,
+            created_at=i.created_at,
+            expires_at=i.expires_at,
+            silent=i.silent,
+        )
+        out.append(
+            Stored(i.user_id, notification, version, counts.get(i.user_id, 0) - after[i.user_id])
+        )
+    return out
 
 
 async def touch(conn: AsyncConnection, user_id: str) -> int | None:

@@ -4,6 +4,14 @@ A handler gets the message and returns None (done: ack) or a number of seconds
 (not yet: redeliver after that delay). A message that cannot be decoded is a poison
 message: logged and terminated, never retried. Any other exception is logged and the
 message redelivered after a short pause, up to `max_deliver` times.
+
+Two ways to do more than one message at a time, both keeping the order that matters:
+- `key`: messages of a fetched batch with the same key (a booking id, say) are handled
+  in order, different keys concurrently, so round trips of independent messages
+  overlap.
+- `batch_handler`: the whole fetched batch in one call (one transaction for many
+  events), returning one outcome per message. If it raises, the batch is handled again
+  one message at a time with `handler`, so one bad message cannot hold up the others.
 """
 
 import asyncio
@@ -21,6 +29,7 @@ from services.runtime.metrics import MESSAGES
 log = structlog.get_logger()
 
 Handler = Callable[[Msg], Awaitable[float | None]]
+BatchHandler = Callable[[list[Msg]], Awaitable[list[float | None]]]
 
 
 async def run_pull_consumer(
@@ -34,12 +43,19 @@ async def run_pull_consumer(
     ack_wait: float = 30.0,
     max_deliver: int = 50,
     ready: asyncio.Event | None = None,
+    *,
+    key: Callable[[Msg], str] | None = None,
+    batch_handler: BatchHandler | None = None,
 ) -> None:
     """Fetch and handle messages of the durable consumer `durable` until `stop` is set.
 
+    `handler` returns None (ack) or seconds before redelivery; `key` and
+    `batch_handler` are described in the module docstring (give at most one).
     Stops fetching when `stop` is set and returns after the batch in hand is handled
     and acked, so a SIGTERM loses nothing (NATS-NOTES.md, drain trap).
     """
+    if key is not None and batch_handler is not None:
+        raise ValueError("give key or batch_handler, not both")
     config = ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
@@ -64,9 +80,48 @@ async def run_pull_consumer(
             log.exception("fetch failed", durable=durable)
             await asyncio.sleep(1.0)
             continue
+        if batch_handler is not None and len(msgs) > 1:
+            await _handle_batch(msgs, batch_handler, handler, durable)
+        elif key is not None and len(msgs) > 1:
+            await _handle_by_key(msgs, key, handler, durable)
+        else:
+            for msg in msgs:
+                await _handle(msg, handler, durable)
+    await sub.unsubscribe()
+
+
+async def _handle_by_key(
+    msgs: list[Msg], key: Callable[[Msg], str], handler: Handler, durable: str
+) -> None:
+    groups: dict[str, list[Msg]] = {}
+    for msg in msgs:
+        try:
+            k = key(msg)
+        except Exception:  # undecodable: its own group, where the handler terms it
+            k = f"\0{id(msg)}"
+        groups.setdefault(k, []).append(msg)
+
+    async def in_order(group: list[Msg]) -> None:
+        for msg in group:
+            await _handle(msg, handler, durable)
+
+    await asyncio.gather(*(in_order(g) for g in groups.values()))
+
+
+async def _handle_batch(
+    msgs: list[Msg], batch_handler: BatchHandler, handler: Handler, durable: str
+) -> None:
+    try:
+        outcomes = await batch_handler(msgs)
+        if len(outcomes) != len(msgs):
+            raise RuntimeError(f"batch handler gave {len(outcomes)} outcomes for {len(msgs)}")
+    except Exception:
+        log.warning("batch failed; handling it one by one", durable=durable, exc_info=True)
         for msg in msgs:
             await _handle(msg, handler, durable)
-    await sub.unsubscribe()
+        return
+    for msg, delay in zip(msgs, outcomes, strict=True):
+        await _settle(msg, delay, durable)
 
 
 async def _handle(msg: Msg, handler: Handler, durable: str) -> None:
@@ -82,6 +137,10 @@ async def _handle(msg: Msg, handler: Handler, durable: str) -> None:
         await msg.nak(delay=1.0)
         MESSAGES.labels(durable, "failed").inc()
         return
+    await _settle(msg, delay, durable)
+
+
+async def _settle(msg: Msg, delay: float | None, durable: str) -> None:
     if delay is None:
         await msg.ack()
         MESSAGES.labels(durable, "done").inc()

@@ -1,0 +1,146 @@
+"""The notifier stores a fetched batch of events in one transaction: seqs, versions and
+unread counts stay exact per user, repeats are dropped, concurrent replicas never make a
+gap or a duplicate, and one undecodable event does not hold up the rest."""
+
+import asyncio
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+
+from services.contracts import notifier as n
+from services.contracts import subjects
+from services.contracts.ids import uuid7
+from services.notifier import handlers, storage
+from services.notifier.config import Settings
+from services.notifier.entrypoints import serve
+from services.runtime.config import Common
+from services.runtime.db import make_engine
+from services.runtime.natsconn import ensure_streams
+from tests.integration.test_notifier_service import event, publish, summary
+from tests.support import Collector, eventually, nats_client, running
+
+
+@pytest.fixture
+async def nc(nats_url):
+    async with nats_client(nats_url) as client:
+        await ensure_streams(client.jetstream())
+        yield client
+
+
+@pytest.fixture
+async def deps(nc, database_url):
+    engine = make_engine(database_url, pool_size=4)
+    yield handlers.Deps(engine=engine, nc=nc)
+    await engine.dispose()
+
+
+def encoded(*events) -> list[bytes]:
+    return [msgspec.json.encode(e) for e in events]
+
+
+async def test_one_batch_keeps_each_inbox_exact(nc, deps):
+    d1, d2, owner = (str(uuid7()) for _ in range(3))
+    live = await Collector().start(nc, "notify.user.*")
+    created1 = event(subjects.BOOKING_CREATED, d1, owner)
+    batch = [
+        created1,
+        event(subjects.BOOKING_EXPIRING, d1, owner),
+        event(subjects.BOOKING_CREATED, d2, owner),
+        created1,  # a redelivery inside the same batch
+        event(subjects.USER_REGISTERED, d1, owner),  # not a notifying event: skipped
+        event(subjects.BOOKING_RENEWED, d1, owner),
+    ]
+    stored = await handlers.on_events(deps, encoded(*batch))
+    assert len(stored) == 6
+
+    inbox = {u: await _inbox(deps.engine, u) for u in (d1, d2, owner)}
+    assert [x.seq for x in inbox[d1]] == [1, 2, 3]
+    assert [x.type for x in inbox[d1]] == [
+        "booking.created",
+        "booking.expiring",
+        "booking.renewed",
+    ]
+    assert [(x.seq, x.title) for x in inbox[owner]] == [(1, "New booking"), (2, "New booking")]
+    assert [x.seq for x in inbox[d2]] == [1]
+
+    await eventually(lambda: _has(live, 6))
+    frames = defaultdict(list)
+    for _, subject, body in live.items:
+        frames[subject.rsplit(".", 1)[1]].append(body)
+    # Each frame carries the unread count and inbox version just after its notification.
+    assert [(f["unread_count"], f["version"]) for f in frames[d1]] == [(1, 1), (2, 2), (3, 3)]
+    assert [(f["unread_count"], f["version"]) for f in frames[owner]] == [(1, 1), (2, 2)]
+    async with deps.engine.connect() as conn:
+        assert await storage.summary(conn, d1, datetime.now(UTC)) == (3, 3, 3)
+
+    # The whole batch again (a redelivery after a crash): nothing new, nothing published.
+    assert await handlers.on_events(deps, encoded(*batch)) == []
+    await asyncio.sleep(0.3)
+    assert len(live.items) == 6
+    assert [x.seq for x in await _inbox(deps.engine, owner)] == [1, 2]
+
+
+async def _inbox(engine, user: str) -> list[n.Notification]:
+    async with engine.connect() as conn:
+        return await storage.after_seq(conn, user, 0, 500, datetime.now(UTC))
+
+
+async def _has(collector, k):
+    return len(collector.items) >= k
+
+
+async def test_concurrent_replicas_with_overlapping_batches_make_no_gap_or_duplicate(
+    nc, database_url
+):
+    drivers = [str(uuid7()) for _ in range(6)]
+    owner = str(uuid7())
+    events = [
+        event(subjects.BOOKING_EXPIRING if k % 2 else subjects.BOOKING_CREATED, d, owner)
+        for k in range(8)
+        for d in drivers
+    ]
+    engines = [make_engine(database_url, pool_size=2) for _ in range(2)]
+    try:
+        replicas = [handlers.Deps(engine=e, nc=nc) for e in engines]
+        # Each replica gets overlapping slices, as redeliveries to two replicas would.
+        slices = [events[i : i + 12] for i in range(0, len(events), 8)]
+        await asyncio.gather(
+            *(
+                handlers.on_events(replicas[k % 2], encoded(*chunk))
+                for k, chunk in enumerate(slices + slices[::-1])
+            )
+        )
+        for user, expected in [(d, 8) for d in drivers] + [(owner, 4 * len(drivers))]:
+            items = await _inbox(engines[0], user)
+            assert [x.seq for x in items] == list(range(1, expected + 1))
+            booking_ids = [x.data["booking_id"] for x in items]
+            assert len(set(booking_ids)) == len(booking_ids)
+    finally:
+        for e in engines:
+            await e.dispose()
+
+
+async def test_an_undecodable_event_in_a_batch_does_not_hold_up_the_others(
+    nc, nats_url, database_url
+):
+    driver, owner = str(uuid7()), str(uuid7())
+    # Published before the notifier starts, so its first fetch holds all three.
+    await publish(nc, event(subjects.BOOKING_CREATED, driver, owner))
+    await nc.jetstream().publish(subjects.BOOKING_CREATED, b"{not json")
+    await publish(nc, event(subjects.BOOKING_EXPIRING, driver, owner))
+    async with running(serve, Settings(Common(nats_url, database_url))):
+        await eventually(lambda: _last_seq(nc, driver, 2))
+        await eventually(lambda: _last_seq(nc, owner, 1))
+        # The bad one was terminated, not left to be redelivered forever.
+        await eventually(lambda: _all_settled(nc))
+
+
+async def _last_seq(nc, user, seq):
+    return (await summary(nc, user)).last_seq == seq
+
+
+async def _all_settled(nc):
+    info = await nc.jetstream().consumer_info(subjects.EVENTS_STREAM, "notifier")
+    return info.num_ack_pending == 0 and info.num_pending == 0
