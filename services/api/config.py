@@ -18,7 +18,9 @@ class Settings:
     and at once; beyond them frames are dropped, and a client that persists is closed
     with 1008), PARKMATE_DEMO_ACCOUNTS and PARKMATE_DEMO_PASSWORD (comma-separated
     emails and their password that the web UI's login page offers; `parkmate dev` sets
-    them for its demo accounts, leave them unset elsewhere).
+    them for its demo accounts, leave them unset elsewhere),
+    PARKMATE_IDEMPOTENCY_KEY_HOURS (how long an Idempotency-Key's answer is kept, hours;
+    older keys are purged every `idempotency_purge_seconds`).
     """
 
     common: Common
@@ -32,6 +34,8 @@ class Settings:
     ws_burst: int = 40
     demo_accounts: tuple[str, ...] = ()
     demo_password: str = ""
+    idempotency_key_hours: float = 24.0
+    idempotency_purge_seconds: float = 3600.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -49,4 +53,5 @@ class Settings:
                 email.strip() for email in env("DEMO_ACCOUNTS", "").split(",") if email.strip()
             ),
             demo_password=env("DEMO_PASSWORD", ""),
+            idempotency_key_hours=float(env("IDEMPOTENCY_KEY_HOURS", "24")),
         )

@@ -1,10 +1,12 @@
 """Run the api: connect NATS and PostgreSQL, serve HTTP and WebSocket with uvicorn."""
 
 import asyncio
+import contextlib
+from datetime import timedelta
 
 import uvicorn
 
-from services.api import storage
+from services.api import idempotency, storage
 from services.api.app import create_app
 from services.api.config import Settings
 from services.runtime import logs, natsconn
@@ -13,6 +15,22 @@ from services.runtime.lifecycle import stop_event, until_stopped
 from services.runtime.outbox import OutboxRelay
 
 MAX_FRAME = 64 * 1024
+
+
+async def purge_idempotency_keys_forever(engine, settings: Settings, stop: asyncio.Event) -> None:
+    """Every `idempotency_purge_seconds`, delete keys older than `idempotency_key_hours`
+    (safe on every replica at once, see idempotency.purge_expired)."""
+    log = logs.get("api")
+    keep = timedelta(hours=settings.idempotency_key_hours)
+    while not stop.is_set():
+        try:
+            purged = await idempotency.purge_expired(engine, keep)
+            if purged:
+                log.info("purged idempotency keys", count=purged)
+        except Exception:
+            log.exception("idempotency key purge failed; the next round retries")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.idempotency_purge_seconds)
 
 
 async def serve(
@@ -40,6 +58,9 @@ async def serve(
     )
     server.install_signal_handlers = lambda: None  # our own stop event decides
     relay_task = asyncio.create_task(relay.run(), name="identity-outbox")
+    purge_task = asyncio.create_task(
+        purge_idempotency_keys_forever(engine, settings, stop), name="idempotency-purge"
+    )
     server_task = asyncio.create_task(server.serve(), name="uvicorn")
     while not server.started:
         if server_task.done():
@@ -50,14 +71,14 @@ async def serve(
     if ready is not None:
         ready.set()
     try:
-        await until_stopped(stop, [relay_task, server_task])
+        await until_stopped(stop, [relay_task, server_task, purge_task])
     finally:
         stop.set()
         log.info("stopping")
         server.should_exit = True
         await asyncio.gather(server_task, return_exceptions=True)
         relay.stop()
-        await asyncio.gather(relay_task, return_exceptions=True)
+        await asyncio.gather(relay_task, purge_task, return_exceptions=True)
         await nc.drain()
         await engine.dispose()
 

@@ -6,6 +6,8 @@ and body gets the stored answer again (header `Idempotent-Replayed: true`) and c
 nothing; the same key with another body is 422; a retry while the first is still
 running is 409. Answers of 5xx are not stored, so the client may retry them.
 The caller is the token's `sub`, or "anonymous" (register, login).
+Keys are kept for PARKMATE_IDEMPOTENCY_KEY_HOURS (default 24, as Stripe does): a retry
+later than that runs as a new request. `purge_expired` deletes older ones.
 """
 
 import hashlib
@@ -37,6 +39,9 @@ class IdempotencyMiddleware:
     def __init__(self, app, engine: AsyncEngine, jwt_secret: str):
         self.app = app
         self.engine = engine
+        # Single statements run in autocommit: no BEGIN and COMMIT round trips on the
+        # path every POST takes (the claim and the stored answer).
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.secret = jwt_secret
 
     async def __call__(self, scope, receive, send):
@@ -67,7 +72,7 @@ class IdempotencyMiddleware:
             )
         ).hexdigest()
         now = datetime.now(UTC)
-        async with self.engine.begin() as conn:
+        async with self.autocommit.connect() as conn:
             claimed = (
                 await conn.execute(
                     pg_insert(table)
@@ -76,7 +81,8 @@ class IdempotencyMiddleware:
                     .returning(table.c.key)
                 )
             ).first()
-            if claimed is None:
+        if claimed is None:
+            async with self.engine.begin() as conn:
                 row = (
                     await conn.execute(
                         sa.select(table)
@@ -84,6 +90,10 @@ class IdempotencyMiddleware:
                         .with_for_update()
                     )
                 ).first()
+                if row is None:  # the first try just failed with a 5xx and let it go
+                    return await self._reply(
+                        send, 409, "A request with this Idempotency-Key just failed; retry it."
+                    )
                 if row.request_hash != digest:
                     return await self._reply(
                         send,
@@ -141,7 +151,7 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            async with self.engine.begin() as conn:
+            async with self.autocommit.connect() as conn:
                 where = sa.and_(table.c.principal == principal, table.c.key == key)
                 if status >= 500:
                     await conn.execute(table.delete().where(where))
@@ -183,3 +193,26 @@ async def _read_body(receive) -> bytes:
         if not message.get("more_body"):
             break
     return b"".join(chunks)
+
+
+async def purge_expired(engine: AsyncEngine, older_than: timedelta, batch: int = 5000) -> int:
+    """Delete idempotency keys created more than `older_than` ago, `batch` rows per
+    statement (short locks); return how many. Safe with several api replicas at once:
+    a row deleted by another replica is simply not counted."""
+    cutoff = datetime.now(UTC) - older_than
+    total = 0
+    while True:
+        async with engine.begin() as conn:
+            deleted = (
+                await conn.execute(
+                    sa.text(
+                        "DELETE FROM identity.idempotency_keys WHERE (principal, key) IN "
+                        "(SELECT principal, key FROM identity.idempotency_keys "
+                        "WHERE created_at < :cutoff LIMIT :batch FOR UPDATE SKIP LOCKED)"
+                    ),
+                    {"cutoff": cutoff, "batch": batch},
+                )
+            ).rowcount
+        total += deleted
+        if deleted < batch:
+            return total

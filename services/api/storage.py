@@ -33,6 +33,7 @@ idempotency_keys = sa.Table(
     sa.Column("response_headers", sa.LargeBinary, nullable=True),
     sa.Column("response_body", sa.LargeBinary, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_idempotency_keys_created_at", "created_at"),
 )
 
 outbox = outbox_table(metadata)

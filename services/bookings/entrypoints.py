@@ -125,6 +125,8 @@ async def serve(
             timer_handler(deps),
             stop,
             ready=consumer_ready,
+            # One booking's warning and expiry in order, different bookings overlapping.
+            key=lambda msg: msg.subject.rsplit(".", 1)[-1],
         )
     )
     await server.start()

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.contracts.envelope import CloudEvent
 from services.runtime.metrics import OUTBOX_PUBLISHED
+from services.runtime.natsconn import publish_in_order
 
 log = structlog.get_logger()
 _encoder = msgspec.json.Encoder()
@@ -115,10 +116,10 @@ class OutboxRelay:
             ).all()
             if not rows:
                 return 0
-            for row in rows:
-                await self._js.publish(
-                    row.subject, row.payload, headers={"Nats-Msg-Id": str(row.event_id)}
-                )
+            await publish_in_order(
+                self._js,
+                [(r.subject, r.payload, {"Nats-Msg-Id": str(r.event_id)}) for r in rows],
+            )
             await conn.execute(
                 t.update()
                 .where(t.c.id.in_([r.id for r in rows]))

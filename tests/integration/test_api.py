@@ -4,11 +4,14 @@ PostgreSQL underneath."""
 import asyncio
 import contextlib
 import json
+from datetime import timedelta
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import websockets
 
+from services.api import idempotency
 from services.api.config import Settings as ApiSettings
 from services.api.entrypoints import serve as serve_api
 from services.bookings.config import Settings as BookingsSettings
@@ -16,6 +19,7 @@ from services.bookings.entrypoints import serve as serve_bookings
 from services.notifier.config import Settings as NotifierSettings
 from services.notifier.entrypoints import serve as serve_notifier
 from services.runtime.config import Common
+from services.runtime.db import make_engine
 from services.runtime.embedded import free_port
 from tests.support import running
 
@@ -107,6 +111,34 @@ async def test_idempotency_key_replays_and_rejects_another_body(api):
         "/auth/register", json=body | {"full_name": "X"}, headers={"Idempotency-Key": "k-1"}
     )
     assert other.status_code == 422 and "another request" in other.json()["detail"]
+
+
+async def test_idempotency_keys_older_than_their_retention_are_purged(api, database_url):
+    body = {"email": "old@example.com", "password": "secret-pw", "full_name": "O"}
+    first = await api.post("/auth/register", json=body, headers={"Idempotency-Key": "old"})
+    assert first.status_code == 201
+    young = body | {"email": "young@example.com"}
+    assert (
+        await api.post("/auth/register", json=young, headers={"Idempotency-Key": "young"})
+    ).status_code == 201
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "UPDATE identity.idempotency_keys SET created_at = now() - interval '25 hours'"
+                    " WHERE key = 'old'"
+                )
+            )
+        assert await idempotency.purge_expired(engine, timedelta(hours=24), batch=1) == 1
+        assert await idempotency.purge_expired(engine, timedelta(hours=24)) == 0
+    finally:
+        await engine.dispose()
+    # The purged key is forgotten: the same request runs again (and meets the taken email).
+    again = await api.post("/auth/register", json=body, headers={"Idempotency-Key": "old"})
+    assert again.status_code == 409 and "idempotent-replayed" not in again.headers
+    kept = await api.post("/auth/register", json=young, headers={"Idempotency-Key": "young"})
+    assert kept.status_code == 201 and kept.headers["idempotent-replayed"] == "true"
 
 
 async def test_lots_need_an_owner_and_bookings_get_409_when_taken(api):
