@@ -78,6 +78,13 @@ def timer_handler(deps: Deps):
     return handle
 
 
+def timer_batch_handler(deps: Deps):
+    async def handle(msgs: list[Msg]) -> list[float | None]:
+        return await timers.on_timers_fired(deps, [_timer_decoder.decode(m.data) for m in msgs])
+
+    return handle
+
+
 async def sweep_forever(deps: Deps, stop: asyncio.Event, every: float, overdue: float) -> None:
     """Run the overdue sweep every `every` seconds until `stop` (see timers.sweep_overdue)."""
     log = logs.get("bookings")
@@ -125,8 +132,7 @@ async def serve(
             timer_handler(deps),
             stop,
             ready=consumer_ready,
-            # One booking's warning and expiry in order, different bookings overlapping.
-            key=lambda msg: msg.subject.rsplit(".", 1)[-1],
+            batch_handler=timer_batch_handler(deps),
         )
     )
     await server.start()

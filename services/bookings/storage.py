@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.contracts.envelope import CloudEvent
 from services.runtime.outbox import add_event as outbox_add
+from services.runtime.outbox import add_events as outbox_add_many
 from services.runtime.outbox import outbox_table
 
 SCHEMA = "bookings"
@@ -122,6 +123,11 @@ async def add_event(conn: AsyncConnection, event: CloudEvent) -> None:
     await outbox_add(conn, outbox, event)
 
 
+async def add_events(conn: AsyncConnection, events: list[CloudEvent]) -> None:
+    """Write `events` to this schema's outbox, in order, in one round trip."""
+    await outbox_add_many(conn, outbox, events)
+
+
 active_count = (
     sa.select(sa.func.count())
     .where(bookings.c.lot_id == lots.c.id, bookings.c.status == "active")
@@ -183,6 +189,35 @@ async def get_booking(
     if for_update:
         q = q.with_for_update(of=bookings)
     return (await conn.execute(q)).first()
+
+
+async def get_bookings_for_update(conn: AsyncConnection, booking_ids: list[str]) -> list[sa.Row]:
+    """`get_booking` for many ids at once, each row locked; locked in id order, so two
+    transactions doing this never deadlock on each other."""
+    if not booking_ids:
+        return []
+    q = (
+        booking_with_context.where(bookings.c.id.in_(booking_ids))
+        .order_by(bookings.c.id)
+        .with_for_update(of=bookings)
+    )
+    return list((await conn.execute(q)).all())
+
+
+async def staff_of_lots(conn: AsyncConnection, lot_ids: list[str]) -> dict[str, list[str]]:
+    """`staff_ids` of many lots: lot id -> user ids in assignment order (lots without
+    staff are absent)."""
+    out: dict[str, list[str]] = {}
+    if not lot_ids:
+        return out
+    rows = await conn.execute(
+        sa.select(staff.c.lot_id, staff.c.user_id)
+        .where(staff.c.lot_id.in_(lot_ids))
+        .order_by(staff.c.assigned_at)
+    )
+    for r in rows:
+        out.setdefault(r.lot_id, []).append(r.user_id)
+    return out
 
 
 async def active_booking_end(conn: AsyncConnection, slot_id: str) -> datetime | None:

@@ -262,3 +262,66 @@ async def test_sweep_expires_an_overdue_booking_whose_timer_never_came(nats_url,
         assert len(await eventually(lambda: events(nc, subjects.BOOKING_EXPIRED))) == 1
         # Never expired without its warning: the sweep warned first (late).
         assert len(await eventually(lambda: events(nc, subjects.BOOKING_EXPIRING))) == 1
+
+
+async def test_one_batch_of_fires_is_applied_in_order_per_booking(nats_url, database_url):
+    from services.bookings.handlers.common import Deps
+    from services.bookings.handlers.timers import on_timers_fired
+    from services.bookings.payments import SimulatedProvider
+    from services.runtime.db import make_engine
+
+    async with (
+        running(serve, Settings(Common(nats_url, database_url))),
+        nats_client(nats_url) as nc,
+    ):
+        lot = await make_lot(nc, slot_count=3, booking_seconds=60, warning_seconds=10)
+        a, b, later = [
+            await call(
+                nc,
+                subjects.BOOKINGS_BOOKING_CREATE,
+                c.CreateBooking(actor=DRIVER, slot_id=slot.id),
+                c.BookingView,
+            )
+            for slot in lot.slots
+        ]
+        engine = make_engine(database_url, pool_size=1)
+        after_end = a.end_time + timedelta(seconds=1)
+        deps = Deps(engine=engine, payments=SimulatedProvider(), clock=lambda: after_end)
+
+        def fired(booking, kind, version, end_time=None):
+            return TimerFired(
+                booking_id=booking if isinstance(booking, str) else booking.id,
+                kind=kind,
+                version=version,
+                end_time=end_time or a.end_time,
+                fire_at=a.end_time,
+            )
+
+        not_yet = later.end_time + timedelta(seconds=30)
+        batch = [
+            fired(a, "warning", 1),
+            fired(a, "warning", 1),  # a duplicate: no second warning
+            fired(a, "expiry", 1),
+            fired(a, "expiry", 1),  # after the expiry above: stale
+            fired(b, "expiry", 2),  # another period: stale
+            fired(str(uuid7()), "expiry", 1),  # no such booking
+            fired("not-a-uuid", "warning", 1),
+        ]
+        try:
+            outcomes = await on_timers_fired(deps, batch)
+            assert outcomes == [None] * len(batch)
+            # A fire that arrives before the end, by this host's clock, is redelivered.
+            deps.clock = lambda: later.end_time - timedelta(seconds=2)
+            retry = await on_timers_fired(deps, [fired(later, "expiry", 1, not_yet)])
+            assert retry[0] is not None and 1.5 <= retry[0] <= 2.5
+        finally:
+            await engine.dispose()
+        assert (await get(nc, a.id)).status == "expired"
+        assert (await get(nc, b.id)).status == "active"
+        assert (await get(nc, later.id)).status == "active"
+        expired = await eventually(lambda: events(nc, subjects.BOOKING_EXPIRED))
+        expiring = await events(nc, subjects.BOOKING_EXPIRING)
+        assert [e.subject for _, e in expired] == [a.id]
+        assert [e.subject for _, e in expiring] == [a.id]
+        data = msgspec.json.decode(expired[0][1].data, type=c.BookingEventData)
+        assert data.status == "expired" and data.version == 1
