@@ -3,7 +3,7 @@
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import UUID, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.contracts.envelope import CloudEvent
@@ -161,6 +161,19 @@ async def lot_slots(conn: AsyncConnection, lot_id: str) -> list[sa.Row]:
     return list((await conn.execute(q)).all())
 
 
+# The lot's staff ride along with the booking (one round trip instead of two: loading
+# a booking is on every hot path, renewals and fired timers included).
+_staff_of_booking_lot = (
+    sa.select(
+        sa.func.coalesce(
+            sa.func.array_agg(aggregate_order_by(staff.c.user_id, staff.c.assigned_at)),
+            sa.literal_column("'{}'::uuid[]"),
+        )
+    )
+    .where(staff.c.lot_id == bookings.c.lot_id)
+    .scalar_subquery()
+)
+
 booking_with_context = sa.select(
     bookings,
     slots.c.label.label("slot_label"),
@@ -170,9 +183,11 @@ booking_with_context = sa.select(
     lots.c.warning_seconds,
     lots.c.renew_grace_seconds,
     lots.c.max_renewals,
+    lots.c.price_per_hour.label("lot_price_per_hour"),
     lots.c.carwash_price.label("lot_carwash_price"),
     carwash_orders.c.id.label("carwash_id"),
     carwash_orders.c.status.label("carwash_status"),
+    _staff_of_booking_lot.label("staff_ids"),
 ).select_from(
     bookings.join(slots, slots.c.id == bookings.c.slot_id)
     .join(lots, lots.c.id == bookings.c.lot_id)
@@ -202,22 +217,6 @@ async def get_bookings_for_update(conn: AsyncConnection, booking_ids: list[str])
         .with_for_update(of=bookings)
     )
     return list((await conn.execute(q)).all())
-
-
-async def staff_of_lots(conn: AsyncConnection, lot_ids: list[str]) -> dict[str, list[str]]:
-    """`staff_ids` of many lots: lot id -> user ids in assignment order (lots without
-    staff are absent)."""
-    out: dict[str, list[str]] = {}
-    if not lot_ids:
-        return out
-    rows = await conn.execute(
-        sa.select(staff.c.lot_id, staff.c.user_id)
-        .where(staff.c.lot_id.in_(lot_ids))
-        .order_by(staff.c.assigned_at)
-    )
-    for r in rows:
-        out.setdefault(r.lot_id, []).append(r.user_id)
-    return out
 
 
 async def active_booking_end(conn: AsyncConnection, slot_id: str) -> datetime | None:

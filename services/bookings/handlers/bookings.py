@@ -247,17 +247,17 @@ async def renew_booking(deps: Deps, req: c.RenewBooking) -> c.BookingView:
         require_on_booking(
             Action.RENEW, req.actor.user_id, req.actor.roles, row.user_id, people, row.id
         )
-        slot_free = await storage.active_booking_end(conn, row.slot_id) is None
+        # An active booking holds its own slot; only an expired one needs it free.
+        slot_free = (
+            row.status == "active" or await storage.active_booking_end(conn, row.slot_id) is None
+        )
         plan = domain.plan_renewal(
             domain.BookingState(row.status, row.end_time, row.version, row.renewals),
             domain.RenewalTerms(row.booking_seconds, row.renew_grace_seconds, row.max_renewals),
             now,
             slot_free,
         )
-        lot_price = (
-            await conn.execute(sa.select(lots.c.price_per_hour).where(lots.c.id == row.lot_id))
-        ).scalar_one()
-        amount = domain.booking_price(lot_price, row.booking_seconds)
+        amount = domain.booking_price(row.lot_price_per_hour, row.booking_seconds)
         if not isinstance(plan, domain.Refuse) and row.payment_method == "online":
             try:
                 await deps.payments.charge(

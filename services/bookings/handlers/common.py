@@ -191,4 +191,4 @@ async def load_booking(
     row = await storage.get_booking(conn, parse_id(booking_id, "booking"), for_update)
     if row is None:
         raise DomainError("not_found", f"No booking with id {booking_id}.")
-    return row, LotPeople(row.owner_id, frozenset(await storage.staff_ids(conn, row.lot_id)))
+    return row, LotPeople(row.owner_id, frozenset(row.staff_ids))

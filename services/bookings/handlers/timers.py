@@ -40,7 +40,6 @@ async def on_timers_fired(deps: Deps, fired: list[TimerFired]) -> list[float | N
     freed: list[tuple[str, str]] = []
     async with deps.engine.begin() as conn:
         rows = {r.id: r for r in await storage.get_bookings_for_update(conn, ids)}
-        staff = await storage.staff_of_lots(conn, sorted({r.lot_id for r in rows.values()}))
         # The state each fire is judged against, moved on by the fires before it.
         state = {
             i: domain.BookingClock(r.status, r.version, r.end_time, r.warned_version)
@@ -55,7 +54,7 @@ async def on_timers_fired(deps: Deps, fired: list[TimerFired]) -> list[float | N
             if clock is None:
                 continue  # no such booking: nothing to do
             row = rows[booking_id]
-            people = staff.get(row.lot_id, [])
+            people = row.staff_ids
             if f.kind == "warning":
                 if domain.warning_is_due(clock, f.version):
                     state[booking_id] = replace(clock, warned_version=clock.version)
