@@ -20,6 +20,7 @@ machine), day seconds in the plan.
 import asyncio
 import contextlib
 import json
+import math
 import random
 import string
 import time
@@ -38,6 +39,7 @@ WARNING = "booking.expiring"
 EXPIRED = "booking.expired"
 BULK = 2000
 RETRIES = 10
+SHARD_CONNECTIONS = 8  # HTTP connections per httpx client (see Simulation.run)
 
 
 class ReplayError(RuntimeError):
@@ -267,6 +269,8 @@ class Simulation:
         self.finished_at = 0.0
         self.active = 0
         self.http: httpx.AsyncClient | None = None
+        self.shards: list[httpx.AsyncClient] = []
+        self._next_shard = 0
         self.admin_token = ""
         self.setup_seconds = 0.0
         self.owner_expired: Counter = Counter()
@@ -315,7 +319,9 @@ class Simulation:
                 # Our own FIFO gate: httpx's pool costs O(waiting x connections) per
                 # request when thousands wait in it, which starved the event loop.
                 async with self.gate:
-                    r = await self.http.request(method, path, json=body, headers=headers)
+                    self._next_shard = (self._next_shard + 1) % len(self.shards)
+                    client = self.shards[self._next_shard]
+                    r = await client.request(method, path, json=body, headers=headers)
             except httpx.TransportError as e:
                 last = repr(e)
                 continue
@@ -529,12 +535,21 @@ class Simulation:
     async def run(self) -> None:
         """Set up, replay the day, wait for the last expiries and notifications."""
         limits = httpx.Limits(
-            max_connections=self.o.concurrency + 8,
-            max_keepalive_connections=self.o.concurrency + 8,
+            max_connections=SHARD_CONNECTIONS + 2,
+            max_keepalive_connections=SHARD_CONNECTIONS + 2,
         )
         timeout = httpx.Timeout(60.0, pool=None)
-        async with httpx.AsyncClient(base_url=self.o.url, limits=limits, timeout=timeout) as http:
-            self.http = http
+        async with contextlib.AsyncExitStack() as stack:
+            # Several small pools, not one big one: httpx checks every connection of a
+            # pool (a socket call each) for every request it assigns, which made the
+            # replay itself the busiest process on the machine at 100 connections.
+            self.shards = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(base_url=self.o.url, limits=limits, timeout=timeout)
+                )
+                for _ in range(max(1, math.ceil(self.o.concurrency / SHARD_CONNECTIONS)))
+            ]
+            self.http = self.shards[0]
             self.gate = asyncio.Semaphore(self.o.concurrency)
             try:
                 await self.setup()

@@ -51,7 +51,11 @@ async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
     if not domain.may_book(actor.roles):
         raise DomainError("forbidden", "Only drivers can book a slot.")
     slot_id = parse_id(req.slot_id, "slot")
+    vehicle_id = None if req.vehicle_id is None else parse_id(req.vehicle_id, "vehicle")
+    # The checks before the charge in one read, outside a transaction (no BEGIN and
+    # ROLLBACK round trips); the insert below re-checks what matters under locks.
     async with deps.engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
         slot = (
             await conn.execute(
                 sa.select(
@@ -63,32 +67,29 @@ async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
                     lots.c.owner_id,
                     lots.c.name,
                     lots.c.carwash_price,
+                    sa.select(bookings.c.end_time)
+                    .where(bookings.c.slot_id == slots.c.id, bookings.c.status == "active")
+                    .scalar_subquery()
+                    .label("booked_until"),
+                    sa.exists()
+                    .where(vehicles.c.id == vehicle_id, vehicles.c.user_id == actor.user_id)
+                    .label("vehicle_is_mine"),
                 )
                 .select_from(slots.join(lots, lots.c.id == slots.c.lot_id))
                 .where(slots.c.id == slot_id, slots.c.removed_at.is_(None))
             )
         ).first()
-        if slot is None:
-            raise DomainError("not_found", f"No slot with id {slot_id}.")
-        if req.vehicle_id is not None:
-            vehicle_id = parse_id(req.vehicle_id, "vehicle")
-            mine = (
-                await conn.execute(
-                    sa.select(vehicles.c.id).where(
-                        vehicles.c.id == vehicle_id, vehicles.c.user_id == actor.user_id
-                    )
-                )
-            ).first()
-            if mine is None:
-                raise DomainError(
-                    "not_found",
-                    f"No vehicle with id {req.vehicle_id} is "
-                    "registered to you; see GET /api/v1/vehicles.",
-                )
-        if req.carwash and slot.carwash_price is None:
-            raise DomainError("conflict", "This lot offers no car wash; book without it.")
-        if (end := await storage.active_booking_end(conn, slot_id)) is not None:
-            raise _slot_taken(slot_id, end)
+    if slot is None:
+        raise DomainError("not_found", f"No slot with id {slot_id}.")
+    if vehicle_id is not None and not slot.vehicle_is_mine:
+        raise DomainError(
+            "not_found",
+            f"No vehicle with id {req.vehicle_id} is registered to you; see GET /api/v1/vehicles.",
+        )
+    if req.carwash and slot.carwash_price is None:
+        raise DomainError("conflict", "This lot offers no car wash; book without it.")
+    if slot.booked_until is not None:
+        raise _slot_taken(slot_id, slot.booked_until)
     price = domain.booking_price(slot.price_per_hour, slot.booking_seconds)
     booking_id = str(uuid7())
     payment_status = "pending"
@@ -139,7 +140,7 @@ async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
                     lot_id=slot.lot_id,
                     slot_id=slot_id,
                     user_id=actor.user_id,
-                    vehicle_id=req.vehicle_id and parse_id(req.vehicle_id, "vehicle"),
+                    vehicle_id=vehicle_id,
                     status="active",
                     start_time=start,
                     end_time=end,
