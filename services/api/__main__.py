@@ -1,7 +1,6 @@
 """`python -m services.api`: run the api (same as `parkmate run api`)."""
 
-import asyncio
-
 from services.api.entrypoints import main
+from services.runtime.loop import run
 
-asyncio.run(main())
+run(main())

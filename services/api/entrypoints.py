@@ -53,6 +53,7 @@ async def serve(
             lifespan="on",
             ws_max_size=MAX_FRAME,
             ws="websockets-sansio",
+            http="httptools",
             timeout_graceful_shutdown=5,
         )
     )

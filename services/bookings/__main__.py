@@ -1,7 +1,6 @@
 """`python -m services.bookings`: run the bookings service (same as `parkmate run bookings`)."""
 
-import asyncio
-
 from services.bookings.entrypoints import main
+from services.runtime.loop import run
 
-asyncio.run(main())
+run(main())

@@ -1,7 +1,6 @@
 """`python -m services.notifier`: run the notifier (same as `parkmate run notifier`)."""
 
-import asyncio
-
 from services.notifier.entrypoints import main
+from services.runtime.loop import run
 
-asyncio.run(main())
+run(main())

@@ -1,7 +1,6 @@
 """`python -m services.timers`: run the timers service (same as `parkmate run timers`)."""
 
-import asyncio
-
+from services.runtime.loop import run
 from services.timers.entrypoints import main
 
-asyncio.run(main())
+run(main())
