@@ -13,8 +13,6 @@ import sys
 
 import click
 
-from services.runtime import loop
-
 SERVICES = ("api", "bookings", "timers", "notifier")
 
 
@@ -53,7 +51,7 @@ def run(service: str) -> None:
 
     entry = importlib.import_module(f"services.{service}.entrypoints")
     try:
-        loop.run(entry.main())
+        asyncio.run(entry.main())
     except Exception as e:  # a clear one-line reason for operators; the log has the rest
         from services.runtime.natsconn import NatsTooOld
 
@@ -162,7 +160,7 @@ def replay(
         concurrency=concurrency,
     )
     try:
-        result = loop.run(run_replay(plan, options, Path(report_dir), not no_progress))
+        result = asyncio.run(run_replay(plan, options, Path(report_dir), not no_progress))
     except ReplayError as e:
         raise click.ClickException(str(e)) from None
     if result.failures:

@@ -1,6 +1,7 @@
 """`python -m services.api`: run the api (same as `parkmate run api`)."""
 
-from services.api.entrypoints import main
-from services.runtime.loop import run
+import asyncio
 
-run(main())
+from services.api.entrypoints import main
+
+asyncio.run(main())

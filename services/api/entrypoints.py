@@ -53,7 +53,6 @@ async def serve(
             lifespan="on",
             ws_max_size=MAX_FRAME,
             ws="websockets-sansio",
-            http="httptools",
             timeout_graceful_shutdown=5,
         )
     )

@@ -1,6 +1,7 @@
 """`python -m services.bookings`: run the bookings service (same as `parkmate run bookings`)."""
 
-from services.bookings.entrypoints import main
-from services.runtime.loop import run
+import asyncio
 
-run(main())
+from services.bookings.entrypoints import main
+
+asyncio.run(main())

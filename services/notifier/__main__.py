@@ -1,6 +1,7 @@
 """`python -m services.notifier`: run the notifier (same as `parkmate run notifier`)."""
 
-from services.notifier.entrypoints import main
-from services.runtime.loop import run
+import asyncio
 
-run(main())
+from services.notifier.entrypoints import main
+
+asyncio.run(main())

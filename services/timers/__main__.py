@@ -1,6 +1,7 @@
 """`python -m services.timers`: run the timers service (same as `parkmate run timers`)."""
 
-from services.runtime.loop import run
+import asyncio
+
 from services.timers.entrypoints import main
 
-run(main())
+asyncio.run(main())
