@@ -1,7 +1,6 @@
 """Run the api: connect NATS and PostgreSQL, serve HTTP and WebSocket with uvicorn."""
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
 import uvicorn
@@ -11,26 +10,20 @@ from services.api.app import create_app
 from services.api.config import Settings
 from services.runtime import logs, natsconn
 from services.runtime.db import make_engine
-from services.runtime.lifecycle import stop_event, until_stopped
+from services.runtime.lifecycle import every, stop_event, until_stopped
 from services.runtime.outbox import OutboxRelay
 
 MAX_FRAME = 64 * 1024
 
 
-async def purge_idempotency_keys_forever(engine, settings: Settings, stop: asyncio.Event) -> None:
-    """Every `idempotency_purge_seconds`, delete keys older than `idempotency_key_hours`
-    (safe on every replica at once, see idempotency.purge_expired)."""
-    log = logs.get("api")
-    keep = timedelta(hours=settings.idempotency_key_hours)
-    while not stop.is_set():
-        try:
-            purged = await idempotency.purge_expired(engine, keep)
-            if purged:
-                log.info("purged idempotency keys", count=purged)
-        except Exception:
-            log.exception("idempotency key purge failed; the next round retries")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), settings.idempotency_purge_seconds)
+async def purge_idempotency_keys(engine, settings: Settings) -> None:
+    """Delete keys older than `idempotency_key_hours` (safe on every replica at once,
+    see idempotency.purge_expired)."""
+    purged = await idempotency.purge_expired(
+        engine, timedelta(hours=settings.idempotency_key_hours)
+    )
+    if purged:
+        logs.get("api").info("purged idempotency keys", count=purged)
 
 
 async def serve(
@@ -59,7 +52,13 @@ async def serve(
     server.install_signal_handlers = lambda: None  # our own stop event decides
     relay_task = asyncio.create_task(relay.run(), name="identity-outbox")
     purge_task = asyncio.create_task(
-        purge_idempotency_keys_forever(engine, settings, stop), name="idempotency-purge"
+        every(
+            settings.idempotency_purge_seconds,
+            stop,
+            lambda: purge_idempotency_keys(engine, settings),
+            "idempotency key purge",
+        ),
+        name="idempotency-purge",
     )
     server_task = asyncio.create_task(server.serve(), name="uvicorn")
     while not server.started:

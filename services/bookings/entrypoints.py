@@ -1,7 +1,6 @@
 """The bookings service's edges: its NATS micro endpoints and its timer consumer."""
 
 import asyncio
-import contextlib
 
 import msgspec
 from nats.aio.msg import Msg
@@ -25,7 +24,7 @@ from services.contracts.timers import TimerFired
 from services.runtime import logs, natsconn
 from services.runtime.consumer import run_pull_consumer
 from services.runtime.db import make_engine
-from services.runtime.lifecycle import started, stop_event, until_stopped
+from services.runtime.lifecycle import every, started, stop_event, until_stopped
 from services.runtime.micro import Endpoint, MicroServer
 from services.runtime.outbox import OutboxRelay
 from services.runtime.probes import start_probes
@@ -85,18 +84,13 @@ def timer_batch_handler(deps: Deps):
     return handle
 
 
-async def sweep_forever(deps: Deps, stop: asyncio.Event, every: float, overdue: float) -> None:
-    """Run the overdue sweep every `every` seconds until `stop` (see timers.sweep_overdue)."""
-    log = logs.get("bookings")
-    while not stop.is_set():
-        try:
-            swept = await timers.sweep_overdue(deps, overdue)
-            if swept:
-                log.warning("expired overdue bookings whose timer never fired", count=swept)
-        except Exception:
-            log.exception("sweep failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every)
+async def sweep(deps: Deps, overdue: float) -> None:
+    """One round of the overdue sweep (see timers.sweep_overdue)."""
+    swept = await timers.sweep_overdue(deps, overdue)
+    if swept:
+        logs.get("bookings").warning(
+            "expired overdue bookings whose timer never fired", count=swept
+        )
 
 
 async def serve(
@@ -121,7 +115,12 @@ async def serve(
     consumer_ready = asyncio.Event()
     relay_task = asyncio.create_task(relay.run())
     sweep_task = asyncio.create_task(
-        sweep_forever(deps, stop, settings.sweep_seconds, settings.overdue_seconds)
+        every(
+            settings.sweep_seconds,
+            stop,
+            lambda: sweep(deps, settings.overdue_seconds),
+            "overdue sweep",
+        )
     )
     timers_task = asyncio.create_task(
         run_pull_consumer(

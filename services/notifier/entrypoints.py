@@ -17,7 +17,7 @@ from services.notifier.handlers import Deps
 from services.runtime import logs, natsconn
 from services.runtime.consumer import run_pull_consumer
 from services.runtime.db import make_engine
-from services.runtime.lifecycle import started, stop_event, until_stopped
+from services.runtime.lifecycle import every, started, stop_event, until_stopped
 from services.runtime.micro import Endpoint, MicroServer
 from services.runtime.probes import start_probes
 
@@ -54,21 +54,11 @@ def endpoints(deps: Deps) -> list[Endpoint]:
     ]
 
 
-async def purge_loop(deps: Deps, settings: Settings, stop: asyncio.Event) -> None:
-    """Purge every `purge_seconds` until `stop`; a failed round is logged and retried
-    at the next one."""
-    log = logs.get("notifier")
-    while not stop.is_set():
-        try:
-            old, expired = await retention.purge(deps, settings.retention_days)
-            if old or expired:
-                log.info("purged", old_read=old, expired=expired)
-        except Exception:
-            log.exception("purge failed; next round will retry")
-        try:
-            await asyncio.wait_for(stop.wait(), settings.purge_seconds)
-        except TimeoutError:
-            pass
+async def purge(deps: Deps, settings: Settings) -> None:
+    """One round of retention (see retention.purge)."""
+    old, expired = await retention.purge(deps, settings.retention_days)
+    if old or expired:
+        logs.get("notifier").info("purged", old_read=old, expired=expired)
 
 
 async def serve(
@@ -135,7 +125,10 @@ async def serve(
     await server.start()
     await started(events_ready, tasks[0])
     await started(users_ready, tasks[1])
-    purger = asyncio.create_task(purge_loop(deps, settings, stop), name="notifier-purge")
+    purger = asyncio.create_task(
+        every(settings.purge_seconds, stop, lambda: purge(deps, settings), "retention purge"),
+        name="notifier-purge",
+    )
     probes = await start_probes(settings.probe_port)
     if probes:
         probes.ready = True

@@ -1,7 +1,11 @@
 """A service process's life: wait for SIGTERM or SIGINT, then shut down in order."""
 
 import asyncio
+import contextlib
 import signal
+from collections.abc import Awaitable, Callable
+
+import structlog
 
 
 def stop_event() -> asyncio.Event:
@@ -35,3 +39,18 @@ async def started(ready: asyncio.Event, task: asyncio.Task) -> None:
         waiter.cancel()
         task.result()
         raise RuntimeError(f"{task.get_name()} ended before it was ready")
+
+
+async def every(
+    seconds: float, stop: asyncio.Event, job: Callable[[], Awaitable[None]], what: str
+) -> None:
+    """Run `job` now and then every `seconds` until `stop` is set. A failing round is
+    logged (as "`what` failed") and the next round retries: periodic maintenance
+    (sweeps, purges) must outlive a database hiccup."""
+    while not stop.is_set():
+        try:
+            await job()
+        except Exception:
+            structlog.get_logger().exception(f"{what} failed; the next round retries")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)

@@ -57,18 +57,23 @@ async def test_a_lost_live_message_is_filled_from_the_inbox_in_order(nats_url, d
         )
         assert json.loads(await ws.recv())["last_seq"] == 1
         async with engine.begin() as conn:  # stored, never published
-            await storage.store(
+            await storage.store_many(
                 conn,
-                id=str(uuid7()),
-                user_id=user_id,
-                event_id=None,
-                type="admin.message",
-                level="info",
-                priority="normal",
-                title="lost",
-                body="b",
-                data={},
-                created_at=datetime.now(UTC),
+                [
+                    storage.NewNotification(
+                        id=str(uuid7()),
+                        user_id=user_id,
+                        event_id=None,
+                        type="admin.message",
+                        level="info",
+                        priority="normal",
+                        title="lost",
+                        body="b",
+                        data={},
+                        created_at=datetime.now(UTC),
+                    )
+                ],
+                datetime.now(UTC),
             )
         await send("three")
         got = []

@@ -21,9 +21,8 @@ from services.notifier.config import Settings
 from services.notifier.entrypoints import serve
 from services.runtime.config import Common
 from services.runtime.micro import RemoteError, call
-from services.runtime.natsconn import ensure_streams
 from tests.integration.test_notifier_service import event, publish
-from tests.support import Collector, eventually, nats_client, running
+from tests.support import Collector, eventually, running
 
 # 23:30 in Berlin on a winter night (UTC+1): inside 22:00-07:00 quiet hours there.
 NIGHT = datetime(2026, 1, 15, 22, 30, tzinfo=UTC)
@@ -38,13 +37,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-async def nc(nats_url):
-    async with nats_client(nats_url) as client:
-        await ensure_streams(client.jetstream())
-        yield client
 
 
 @pytest.fixture

@@ -17,16 +17,8 @@ from services.notifier.config import Settings
 from services.notifier.entrypoints import serve
 from services.runtime.config import Common
 from services.runtime.db import make_engine
-from services.runtime.natsconn import ensure_streams
 from tests.integration.test_notifier_service import event, publish, summary
-from tests.support import Collector, eventually, nats_client, running
-
-
-@pytest.fixture
-async def nc(nats_url):
-    async with nats_client(nats_url) as client:
-        await ensure_streams(client.jetstream())
-        yield client
+from tests.support import Collector, eventually, running
 
 
 @pytest.fixture

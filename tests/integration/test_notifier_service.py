@@ -5,7 +5,6 @@ import contextlib
 from datetime import UTC, datetime, timedelta
 
 import msgspec
-import pytest
 
 from services.contracts import notifier as n
 from services.contracts import subjects
@@ -16,8 +15,7 @@ from services.notifier.config import Settings
 from services.notifier.entrypoints import serve
 from services.runtime.config import Common
 from services.runtime.micro import call
-from services.runtime.natsconn import ensure_streams
-from tests.support import Collector, eventually, nats_client, running
+from tests.support import Collector, eventually, running
 
 
 def event(type_: str, driver: str, owner: str, booking_id: str | None = None):
@@ -49,13 +47,6 @@ async def publish(nc, ev, msg_id: str | None = None):
     await nc.jetstream().publish(
         ev.type, msgspec.json.encode(ev), headers={"Nats-Msg-Id": msg_id or ev.id}
     )
-
-
-@pytest.fixture
-async def nc(nats_url):
-    async with nats_client(nats_url) as client:
-        await ensure_streams(client.jetstream())
-        yield client
 
 
 async def summary(nc, user_id) -> n.InboxSummary:
