@@ -9,7 +9,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy.exc import DBAPIError
 
 from services.contracts.errors import DomainError
-from services.runtime.db import is_disconnect
+from services.runtime.db import DISCONNECTED, is_disconnect
 from services.runtime.micro import RemoteError
 
 log = structlog.get_logger()
@@ -43,7 +43,7 @@ def handle_service_error(_: Request, exc: Exception) -> Response:
 def handle_database_error(_: Request, exc: Exception) -> Response:
     """A lost database connection (PostgreSQL restarted) is 503: retrying will work."""
     if is_disconnect(exc):
-        return error_response(503, "The database connection was lost; retry in a moment.")
+        return error_response(503, DISCONNECTED)
     log.error("database error", exc_info=exc)
     return error_response(500, "Internal error.")
 

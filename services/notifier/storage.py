@@ -7,6 +7,7 @@ bumping `version`), several users in ascending user id order, and only then touc
 read inside the same transaction after the lock, so a (count, version) pair is exact.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -133,7 +134,9 @@ def to_notification(row: Any) -> Notification:
 
 @dataclass(frozen=True)
 class NewNotification:
-    """A notification to store with `store_many` (times are aware datetimes)."""
+    """A notification of an event to store with `store_many` (times are aware
+    datetimes). Event notifications never expire; announcements, which may, are stored
+    by `bulk_store`."""
 
     id: str
     user_id: str
@@ -146,7 +149,6 @@ class NewNotification:
     data: dict[str, Any]
     created_at: datetime
     silent: bool = False
-    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -243,7 +245,6 @@ async def store_many(
                 "data": i.data,
                 "created_at": i.created_at,
                 "silent": i.silent,
-                "expires_at": i.expires_at,
             }
             for i, seq, _ in fresh
         ],
@@ -260,13 +261,10 @@ async def store_many(
     counts = await unread_counts(conn, touched, now)
     # Unread after the k-th new one of a user = final count - (new ones after it),
     # exact because the inbox stays locked until commit.
-    after: dict[str, int] = {}
-    for i, _, _ in fresh:
-        after[i.user_id] = after.get(i.user_id, 0) + (i.expires_at is None or i.expires_at > now)
+    after = Counter(i.user_id for i, _, _ in fresh)
     out = []
     for i, seq, version in fresh:
-        counted = i.expires_at is None or i.expires_at > now
-        after[i.user_id] -= counted
+        after[i.user_id] -= 1
         notification = Notification(
             id=i.id,
             seq=seq,
@@ -277,7 +275,6 @@ async def store_many(
             body=i.body,
             data=i.data,
             created_at=i.created_at,
-            expires_at=i.expires_at,
             silent=i.silent,
         )
         out.append(

@@ -6,6 +6,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 DEFAULT_POOL_SIZE = 20
+DISCONNECTED = "The database connection was lost; retry in a moment."
 
 
 def async_url(url: str) -> str:

@@ -23,7 +23,7 @@ from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 from nats.micro.service import EndpointConfig, Service
 
 from services.contracts.errors import DomainError, ErrorBody
-from services.runtime.db import is_disconnect
+from services.runtime.db import DISCONNECTED, is_disconnect
 from services.runtime.metrics import REQUEST_SECONDS, REQUESTS
 
 T = TypeVar("T")
@@ -102,24 +102,24 @@ class MicroServer:
             await request.respond(self._encoder.encode(reply))
         except DomainError as e:
             outcome = e.code
-            body = self._encoder.encode(ErrorBody(code=e.code, detail=e.detail, extra=e.extra))
-            await request.respond_error(e.code, e.detail, data=body)
+            await self._respond_error(request, e)
         except Exception as e:
             if is_disconnect(e):
-                outcome = "unavailable"
                 log.warning("database connection lost", subject=ep.subject)
-                detail = "The database connection was lost; retry in a moment."
-                body = self._encoder.encode(ErrorBody(code="unavailable", detail=detail))
-                await request.respond_error("unavailable", detail, data=body)
-                return
-            outcome = "internal"
-            log.exception("request failed", subject=ep.subject)
-            body = self._encoder.encode(ErrorBody(code="internal", detail="Internal error"))
-            await request.respond_error("internal", "Internal error", data=body)
+                error = DomainError("unavailable", DISCONNECTED)
+            else:
+                log.exception("request failed", subject=ep.subject)
+                error = DomainError("internal", "Internal error")
+            outcome = error.code
+            await self._respond_error(request, error)
         finally:
             name = self._config.name
             REQUESTS.labels(name, ep.subject, outcome).inc()
             REQUEST_SECONDS.labels(name, ep.subject).observe(time.perf_counter() - started)
+
+    async def _respond_error(self, request: Request, e: DomainError) -> None:
+        body = self._encoder.encode(ErrorBody(code=e.code, detail=e.detail, extra=e.extra))
+        await request.respond_error(e.code, e.detail, data=body)
 
     async def stop(self) -> None:
         """Stop taking requests, then wait for the ones in flight to reply."""

@@ -35,7 +35,8 @@ async def on_timers_fired(deps: Deps, fired: list[TimerFired]) -> list[float | N
     now = deps.clock()
     for f in fired:
         TIMER_LATENESS.labels(f.kind).observe(max(0.0, (now - f.fire_at).total_seconds()))
-    ids = sorted({i for i in (_valid_id(f.booking_id) for f in fired) if i is not None})
+    booking_ids = [_valid_id(f.booking_id) for f in fired]
+    ids = sorted({i for i in booking_ids if i is not None})
     outcomes: list[float | None] = [None] * len(fired)
     freed: list[tuple[str, str]] = []
     async with deps.engine.begin() as conn:
@@ -48,8 +49,7 @@ async def on_timers_fired(deps: Deps, fired: list[TimerFired]) -> list[float | N
         warned: list[str] = []
         expired: list[str] = []
         events = []
-        for k, f in enumerate(fired):
-            booking_id = _valid_id(f.booking_id)
+        for k, (f, booking_id) in enumerate(zip(fired, booking_ids, strict=True)):
             clock = state.get(booking_id) if booking_id else None
             if clock is None:
                 continue  # no such booking: nothing to do
