@@ -5,6 +5,7 @@ fails when it differs from what the code generates (regenerate with
 `parkmate asyncapi --output docs/asyncapi.json`).
 """
 
+import inspect
 import json
 from typing import Any
 
@@ -32,6 +33,26 @@ def request_endpoints() -> dict[str, list[Endpoint]]:
     from services.notifier.entrypoints import endpoints as notifier_endpoints
 
     return {"bookings": bookings_endpoints(None), "notifier": notifier_endpoints(None)}
+
+
+def normalise_docstrings(node: Any) -> Any:
+    """`node` (a JSON schema) with every `title` and `description` passed through
+    `inspect.cleandoc`.
+
+    msgspec takes them from docstrings, which Python 3.13 and msgspec 0.23 dedent and
+    older versions do not; cleaning them here makes the document the same whatever
+    the toolchain, so its committed copy checks Parkmate and not the interpreter.
+    """
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value)
+            if key in ("title", "description") and isinstance(value, str)
+            else normalise_docstrings(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [normalise_docstrings(item) for item in node]
+    return node
 
 
 def build(version: str = "0.1.0") -> dict[str, Any]:
@@ -121,6 +142,7 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
                 ep.reply_type,
             )
     _, components = msgspec.json.schema_components(types, ref_template=REF)
+    components = normalise_docstrings(components)
     return {
         "asyncapi": "3.0.0",
         "info": {

@@ -51,3 +51,44 @@ def test_every_reference_resolves():
         node = doc
         for part in ref.removeprefix("#/").split("/"):
             node = node[part]
+
+
+def test_descriptions_do_not_depend_on_how_the_toolchain_dedents_docstrings():
+    # msgspec before 0.23 on Python before 3.13 keeps a docstring's indentation in the
+    # schema's description; newer ones dedent it. Both shapes must give one document.
+    kept = {
+        "Booking": {
+            "title": "Booking",
+            "description": "Summary line.\n\n    Times are UTC datetimes;\n    `version` grows.",
+            "properties": {"title": {"type": "string", "description": "\n    The title."}},
+        }
+    }
+    dedented = {
+        "Booking": {
+            "title": "Booking",
+            "description": "Summary line.\n\nTimes are UTC datetimes;\n`version` grows.",
+            "properties": {"title": {"type": "string", "description": "The title."}},
+        }
+    }
+    assert asyncapi.normalise_docstrings(kept) == asyncapi.normalise_docstrings(dedented)
+    assert asyncapi.normalise_docstrings(kept) == dedented
+
+
+def test_a_struct_docstring_is_described_the_same_indented_or_not():
+    import msgspec
+
+    class Indented(msgspec.Struct):
+        # A plain string, so that no compiler dedents it before msgspec sees it.
+        __doc__ = "Summary line.\n\n    Times are UTC datetimes;\n    `version` grows by one."
+        at: int
+
+    class Dedented(msgspec.Struct):
+        __doc__ = "Summary line.\n\nTimes are UTC datetimes;\n`version` grows by one."
+        at: int
+
+    def described(struct: type) -> str:
+        _, components = msgspec.json.schema_components([struct])
+        return asyncapi.normalise_docstrings(components[struct.__name__])["description"]
+
+    assert described(Indented) == described(Dedented)
+    assert described(Dedented).endswith("UTC datetimes;\n`version` grows by one.")
