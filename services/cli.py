@@ -39,7 +39,9 @@ def dev(host: str, port: int, state_dir: str, no_demo: bool) -> None:
     servers with data under STATE_DIR. Ctrl-C or SIGTERM stops all it started.
     """
     from services.devserver import DevOptions, run_dev
+    from services.runtime.limits import raise_open_file_limit
 
+    raise_open_file_limit()  # the services inherit it: 10,000 sockets need the fds
     sys.exit(run_dev(DevOptions(host=host, port=port, state_dir=state_dir, demo=not no_demo)))
 
 

@@ -1,5 +1,7 @@
 """Builds the Litestar application from explicit dependencies (no import-time clients)."""
 
+from functools import partial
+
 from litestar import Litestar, Response, Router, get
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
@@ -11,12 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.config import Settings
 from services.api.errors import exception_handlers
+from services.api.gateway import Gateway
 from services.api.idempotency import IdempotencyMiddleware
 from services.api.routes import admin_bulk, bookings, lots, notifications, users, vehicles
 from services.api.topics import LotTopics
 from services.api.users import Identity
 from services.api.web import web_routes
-from services.api.ws import Gateway, ws_endpoint
+from services.api.ws import ws_endpoint
 
 
 @get("/healthz", include_in_schema=False)
@@ -87,6 +90,7 @@ def create_app(
                 }
             ),
         ),
+        on_startup=[partial(gateway.start, settings.ws_ping_seconds)],
         on_shutdown=[gateway.close_all],
         debug=False,
     )

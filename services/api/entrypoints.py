@@ -11,6 +11,7 @@ from services.api.config import Settings
 from services.runtime import logs, natsconn
 from services.runtime.db import make_engine
 from services.runtime.lifecycle import every, stop_event, until_stopped
+from services.runtime.limits import raise_open_file_limit
 from services.runtime.outbox import OutboxRelay
 
 MAX_FRAME = 64 * 1024
@@ -31,12 +32,16 @@ async def serve(
 ) -> None:
     """Serve until `stop`; then stop taking connections, close sockets, drain NATS."""
     log = logs.get("api")
-    nc = await natsconn.connect(settings.common.nats_url, "parkmate-api")
+    events = natsconn.ConnectionEvents()
+    nc = await natsconn.connect(settings.common.nats_url, "parkmate-api", events)
     js = nc.jetstream()
     await natsconn.ensure_streams(js)
     engine = make_engine(settings.common.database_url)
     relay = OutboxRelay(engine, js, storage.outbox)
     app = create_app(settings, nc, engine, relay.wake)
+    # What core NATS may have lost on the way to the sockets is caught up from the inbox.
+    events.reconnected.append(app.state.gateway.on_reconnected)
+    events.slow_consumer.append(app.state.gateway.on_slow_consumer)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -84,4 +89,6 @@ async def serve(
 
 async def main() -> None:
     logs.setup("api")
+    # Every WebSocket is a file descriptor; shells often start at 1,024.
+    logs.get("api").info("open-file limit", nofile=raise_open_file_limit())
     await serve(Settings.from_env(), stop_event())

@@ -125,4 +125,12 @@ PLAIN = [
         "count, an unread count, or read/deleted updates; the api relays them to the "
         "user's sockets.",
     ),
+    PlainChannel(
+        "notify.sync",
+        notifier.SyncAnnouncement,
+        "notifier",
+        "A notifier started or reconnected to NATS (core NATS): live messages it "
+        "published around then may be lost, so each api gateway checks its sockets "
+        "against the inbox (notifier.inbox.heads) and fills the gaps.",
+    ),
 ]

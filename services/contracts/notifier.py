@@ -116,6 +116,27 @@ class NotificationList(msgspec.Struct):
     items: list[Notification]
 
 
+class InboxHeadsRequest(msgspec.Struct):
+    """Up to 1,000 users whose highest seq the gateway wants, to find sockets that
+    are behind their inbox after live messages may have been lost."""
+
+    user_ids: list[str]
+
+
+class InboxHeads(msgspec.Struct):
+    """`last_seqs[i]`: the highest seq of `user_ids[i]` (0 for a user with none)."""
+
+    last_seqs: list[int]
+
+
+class SyncAnnouncement(msgspec.Struct, kw_only=True):
+    """On notify.sync: the notifier `instance` started or reconnected to NATS, so live
+    messages it published around then may be lost; gateways check their sockets."""
+
+    instance: str
+    reason: str
+
+
 class InboxQuery(msgspec.Struct, kw_only=True):
     """A page of the inbox, newest first. `cursor` is the opaque `next_cursor` of the
     previous page; `unread` true keeps unread ones only; `type` keeps one type."""

@@ -89,6 +89,11 @@ def slots_lot_subject(lot_id: str) -> str:
 
 
 NOTIFY_USER_PREFIX = "notify.user."
+NOTIFY_USER_WILDCARD = "notify.user.*"
+# A notifier publishes here when it starts or reconnects to NATS: live messages it
+# published around that moment may be lost, so every api gateway checks its sockets
+# against the inbox (services/api/gateway.py).
+NOTIFY_SYNC = "notify.sync"
 
 
 def notify_user_subject(user_id: str) -> str:
@@ -104,6 +109,7 @@ NOTIFIER_INBOX_READ_ALL = "notifier.inbox.read_all"
 NOTIFIER_INBOX_DELETE = "notifier.inbox.delete"
 NOTIFIER_INBOX_CLEAR_READ = "notifier.inbox.clear_read"
 NOTIFIER_INBOX_ACK = "notifier.inbox.ack"
+NOTIFIER_INBOX_HEADS = "notifier.inbox.heads"
 NOTIFIER_PREFS_GET = "notifier.prefs.get"
 NOTIFIER_PREFS_PUT = "notifier.prefs.put"
 NOTIFIER_TEMPLATES_LIST = "notifier.templates.list"

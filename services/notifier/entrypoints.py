@@ -7,10 +7,12 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
+import msgspec
 from nats.aio.msg import Msg
 
 from services.contracts import notifier as n
 from services.contracts import subjects
+from services.contracts.ids import uuid7
 from services.notifier import admin, handlers, retention
 from services.notifier.config import Settings
 from services.notifier.handlers import Deps
@@ -22,6 +24,7 @@ from services.runtime.micro import Endpoint, MicroServer
 from services.runtime.probes import start_probes
 
 VERSION = "0.2.0"
+_encoder = msgspec.json.Encoder()
 USERS_DURABLE = "notifier-users"
 
 
@@ -45,6 +48,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         ep(subjects.NOTIFIER_INBOX_DELETE, n.NotificationRef, h.delete),
         ep(subjects.NOTIFIER_INBOX_CLEAR_READ, n.UserRef, h.clear_read),
         ep(subjects.NOTIFIER_INBOX_ACK, n.AckRequest, h.ack),
+        ep(subjects.NOTIFIER_INBOX_HEADS, n.InboxHeadsRequest, h.inbox_heads),
         ep(subjects.NOTIFIER_PREFS_GET, n.PreferencesRequest, h.get_preferences),
         ep(subjects.NOTIFIER_PREFS_PUT, n.PutPreferences, h.put_preferences),
         ep(subjects.NOTIFIER_TEMPLATES_LIST, n.ListTemplates, admin.list_templates),
@@ -69,7 +73,19 @@ async def serve(
 ) -> None:
     """Run until `stop`. `clock` (aware datetimes) is for tests that fix the time."""
     log = logs.get("notifier")
-    nc = await natsconn.connect(settings.common.nats_url, "parkmate-notifier")
+    events = natsconn.ConnectionEvents()
+    nc = await natsconn.connect(settings.common.nats_url, "parkmate-notifier", events)
+    instance = str(uuid7())
+
+    async def announce(reason: str) -> None:
+        # Live messages published around a (re)connect may be lost; the gateways
+        # check their sockets against the inbox when they hear this.
+        await nc.publish(
+            subjects.NOTIFY_SYNC,
+            _encoder.encode(n.SyncAnnouncement(instance=instance, reason=reason)),
+        )
+
+    events.reconnected.append(lambda: announce("reconnected"))
     js = nc.jetstream()
     await natsconn.ensure_streams(js)
     engine = make_engine(settings.common.database_url)
@@ -132,6 +148,7 @@ async def serve(
     probes = await start_probes(settings.probe_port)
     if probes:
         probes.ready = True
+    await announce("started")
     log.info("ready")
     if ready is not None:
         ready.set()

@@ -181,6 +181,20 @@ async def inbox_after(deps: Deps, req: c.InboxAfterRequest) -> c.NotificationLis
     return c.NotificationList(items=items)
 
 
+MAX_HEADS = 1000
+
+
+async def inbox_heads(deps: Deps, req: c.InboxHeadsRequest) -> c.InboxHeads:
+    """Each user's highest seq (0 for none), for the gateway's catch-up after a possible
+    loss of live messages. DomainError invalid for more than MAX_HEADS users or an id
+    that is not a UUID."""
+    if len(req.user_ids) > MAX_HEADS:
+        raise DomainError("invalid", f"At most {MAX_HEADS} user_ids per request.")
+    user_ids = [_check_uuid(u, "user") for u in req.user_ids]
+    async with deps.engine.connect() as conn:
+        return c.InboxHeads(last_seqs=await storage.heads(conn, user_ids))
+
+
 async def inbox_query(deps: Deps, req: c.InboxQuery) -> c.NotificationPage:
     """A page newest first; `next_cursor` when more remain. DomainError invalid on a bad
     limit (1 to 200) or cursor."""

@@ -717,3 +717,20 @@ async def versions(conn: AsyncConnection, user_ids: list[str]) -> dict[str, int]
         )
     ).all()
     return {r[0]: int(r[1]) for r in rows}
+
+
+async def heads(conn: AsyncConnection, user_ids: list[str]) -> list[int]:
+    """The highest seq of each of `user_ids` (UUID strings), in their order; 0 for a
+    user with no notification. One statement whatever the number of users (an array
+    parameter, so the prepared statement is reused)."""
+    rows = (
+        await conn.execute(
+            sa.text(
+                "SELECT user_id::text, last_seq FROM notifier.inbox_state "
+                "WHERE user_id = ANY(CAST(:ids AS uuid[]))"
+            ),
+            {"ids": user_ids},
+        )
+    ).all()
+    found = {r[0]: int(r[1]) for r in rows}
+    return [found.get(u, 0) for u in user_ids]

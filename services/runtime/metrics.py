@@ -25,3 +25,14 @@ TIMER_LATENESS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
 WEBSOCKETS = Gauge("parkmate_websockets", "Open WebSocket connections in this api process")
+WS_REPAIRS = Counter(
+    "parkmate_ws_repairs_total",
+    "Sockets filled from the inbox because the live path lost a message (kind: gap, "
+    "catch_up), or closed with 1013 because the inbox could not fill them (failed)",
+    ["kind"],
+)
+WS_CATCH_UPS = Counter(
+    "parkmate_ws_catch_ups_total",
+    "Checks of every socket against the inbox, by what triggered them",
+    ["reason"],
+)

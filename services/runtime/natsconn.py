@@ -2,9 +2,13 @@
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import nats
+import structlog
 from nats.aio.client import Client
+from nats.errors import SlowConsumerError
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
@@ -18,12 +22,43 @@ class NatsTooOld(RuntimeError):
     """The server cannot run message schedules (needs nats-server 2.12 or newer)."""
 
 
-async def connect(url: str, name: str) -> Client:
+log = structlog.get_logger()
+
+
+@dataclass
+class ConnectionEvents:
+    """Listeners a service adds, after connecting, for what core NATS may have lost:
+    `reconnected` (awaited after every reconnect) and `slow_consumer` (called with the
+    subscription id whose message the client library dropped)."""
+
+    reconnected: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    slow_consumer: list[Callable[[int], None]] = field(default_factory=list)
+
+    async def _on_reconnected(self) -> None:
+        log.warning("reconnected to NATS")
+        for listener in self.reconnected:
+            await listener()
+
+    async def _on_disconnected(self) -> None:
+        log.warning("disconnected from NATS")
+
+    async def _on_error(self, error: Exception) -> None:
+        if isinstance(error, SlowConsumerError):
+            log.warning("slow consumer: NATS messages dropped", subject=error.subject)
+            for listener in self.slow_consumer:
+                listener(error.sid)
+        else:
+            log.warning("NATS error", error=repr(error))
+
+
+async def connect(url: str, name: str, events: ConnectionEvents | None = None) -> Client:
     """Connect for a service: reconnect forever, notice a dead server within ~10 s.
+    `events` gets the reconnects and slow-consumer drops (see ConnectionEvents).
 
     Raises NatsTooOld when the server is older than 2.12 (no JetStream message
     schedules, so bookings would never expire).
     """
+    events = events or ConnectionEvents()
     nc = await nats.connect(
         url,
         name=name,
@@ -33,6 +68,9 @@ async def connect(url: str, name: str) -> Client:
         max_outstanding_pings=2,
         connect_timeout=5,
         allow_reconnect=True,
+        reconnected_cb=events._on_reconnected,
+        disconnected_cb=events._on_disconnected,
+        error_cb=events._on_error,
     )
     check_server_version(
         nc.connected_server_version.major,

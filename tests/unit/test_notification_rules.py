@@ -1,12 +1,11 @@
 """Pure rules of the notification center: quiet hours and mutes, template placeholders,
-cursors, the WebSocket rate limit and the per-socket seq bookkeeping."""
+cursors and the WebSocket rate limit (the per-socket seq bookkeeping is in
+test_ws_connection.py)."""
 
-import json
 from datetime import UTC, datetime
 
 import pytest
 
-from services.api.ws import Connection
 from services.api.wslimits import RateLimit, Verdict
 from services.contracts import notifier as n
 from services.contracts.errors import DomainError
@@ -141,87 +140,6 @@ def test_rate_limit_bursts_drops_and_closes_a_persistent_flood():
     calm = RateLimit(rate=5, burst=5)
     verdicts = [calm.check(i * 0.25) for i in range(200)]  # 4 per second, forever
     assert set(verdicts) == {Verdict.OK}
-
-
-def note(seq: int, push: bool = True, count: int | None = None, version: int = 0):
-    return n.LiveNotification(
-        notification=n.Notification(
-            id=f"id{seq}",
-            seq=seq,
-            type="announcement",
-            level="info",
-            priority="normal",
-            title="t",
-            body="b",
-            data={},
-            created_at=at(12),
-        ),
-        push=push,
-        unread_count=count,
-        version=version,
-    )
-
-
-def sent(conn: Connection) -> list:
-    out = []
-    while not conn.queue.empty():
-        item = conn.queue.get_nowait()
-        if item is not None:
-            frame = json.loads(item)
-            out.append(
-                frame["notification"]["seq"]
-                if frame["type"] == "notification"
-                else (frame["type"], frame.get("count"))
-            )
-    return out
-
-
-def test_connection_orders_seqs_skips_silent_and_asks_for_gaps():
-    gaps = []
-    conn = Connection(None, "u", 100, on_gap=lambda: gaps.append(1))
-    conn.last_seq = conn.hello_seq = 3
-    conn.flush()
-    conn.live(note(5))  # 4 is not here yet
-    assert sent(conn) == [] and gaps == [1]
-    conn.live(note(4, push=False))  # silent, but it fills the gap
-    assert sent(conn) == [5]
-    conn.live(note(5))  # a duplicate
-    conn.live(note(2))  # older than hello
-    assert sent(conn) == []
-
-
-def test_connection_buffers_during_a_replay_and_drops_what_it_replayed():
-    conn = Connection(None, "u", 100)
-    conn.last_seq = conn.hello_seq = 2
-    conn.flush()
-    conn.live(note(3))
-    assert sent(conn) == [3]
-    conn.buffering = True  # a resume after_seq=0 starts
-    conn.live(note(5))
-    conn.live(note(4))
-    replay = [note(s).notification for s in (1, 2, 3, 4)]
-    conn.replayed(replay)  # 3 went out live already: not again
-    conn.flush()
-    assert sent(conn) == [1, 2, 4, 5]
-
-
-def test_unread_counts_never_go_backwards():
-    conn = Connection(None, "u", 100)
-    conn.count_version = 3
-    conn.flush()
-    conn.live(n.LiveUnreadCount(count=7, version=5))
-    conn.live(n.LiveUnreadCount(count=9, version=4))  # published late by another replica
-    conn.live(note(1, count=8, version=6))
-    conn.count(2, 1, always=True)  # an explicit get_unread_count answer
-    assert sent(conn) == [("unread_count", 7), 1, ("unread_count", 8), ("unread_count", 2)]
-
-
-def test_slow_reader_is_closed_with_1013():
-    conn = Connection(None, "u", 2)
-    conn.flush()
-    for seq in (1, 2, 3):
-        conn.live(note(seq))
-    assert conn.closed.is_set() and conn.close_code == 1013
 
 
 def test_every_notifier_request_subject_is_served_and_documented():

@@ -111,7 +111,12 @@ export class Live {
       case "pong":
         return;
       case "notification":
-        return this.notification(frame.notification);
+        this.notification(frame.notification);
+        // A live notification carries the unread count after it, instead of a second frame.
+        if (frame.unread_count != null) {
+          this.emit("unread_count", { type: "unread_count", count: frame.unread_count });
+        }
+        return;
       case "error":
         console.warn("live error frame", frame.code, frame.detail);
         return this.emit("error", frame);

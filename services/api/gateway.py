@@ -1,0 +1,314 @@
+"""The live-delivery side of the WebSocket gateway: NATS in, sockets out.
+
+One wildcard subscription on notify.user.* per api process routes each live message
+to the sockets of its user here (a dict look-up on the subject; messages of users with
+no socket here are dropped before decoding). No NATS request or subscription is made
+per socket, so opening one costs nothing on NATS, and any number of api replicas can
+run: each receives every live message and keeps those of its own sockets.
+
+Core NATS may drop a message: a slow-consumer cut, a reconnect of our connection or of
+the notifier's, a notifier that died between its commit and its publish. The inbox
+has every seq, so the gateway repairs from it (docs/websocket.md, "Seq, resume and
+gaps"):
+
+- a gap (seq N+2 arrives, N+1 has not after `GAP_WAIT` seconds) is fetched from the
+  inbox; a fetch that fails is retried `GAP_TRIES` times, then the socket is closed
+  with 1013 so the client resumes: a socket is never skipped past a seq silently;
+- a loss that no later message reveals (the last ones before a cut) is caught by a
+  catch-up of every socket: after our connection reconnects, after a slow-consumer
+  error on our subscription, and when a notifier announces on notify.sync that it
+  (re)started or reconnected. One `notifier.inbox.heads` request per 1,000 users tells
+  which sockets are behind; only those fetch, a bounded number at a time.
+
+Also here: the application heartbeat (one loop pings every socket, two unanswered
+pings close with 4408).
+"""
+
+import asyncio
+from collections.abc import Iterable
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from services.api.wsconn import CLOSE_TRY_AGAIN, Connection
+from services.contracts import notifier as n
+from services.contracts import subjects
+from services.runtime.metrics import WS_CATCH_UPS, WS_REPAIRS
+from services.runtime.micro import RemoteError, call
+
+log = structlog.get_logger()
+
+CLOSE_HEARTBEAT = 4408  # two pings went unanswered
+GAP_WAIT = 0.5  # seconds a later seq waits for an earlier one before we fetch it
+GAP_TRIES = 4  # inbox fetches for one gap before the socket is closed with 1013
+RETRY_BASE = 0.25  # seconds before the second try; doubles each time
+RESUME_PAGE = 200  # notifications per inbox page
+HEADS_BATCH = 1000  # users per notifier.inbox.heads request
+CATCH_UP_CONCURRENCY = 16  # sockets fetching from the inbox at once during a catch-up
+# A live message is small; these bound memory, not throughput: past them NATS drops and
+# the catch-up repairs (see `on_slow_consumer`).
+SUB_PENDING_MSGS = 1_000_000
+SUB_PENDING_BYTES = 512 * 1024 * 1024
+
+_live_decoder = msgspec.json.Decoder(n.Live)
+
+
+class Gateway:
+    """Routes notify.user.<id> messages to that user's sockets in this process, and
+    repairs what the live path lost from the inbox."""
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.users: dict[str, set[Connection]] = {}
+        self.sub: Subscription | None = None
+        self._catch_up: asyncio.Task | None = None
+        self._catch_up_again = False
+        self._tasks: set[asyncio.Task] = set()
+
+    # ----- lifecycle -----
+
+    async def start(self, ping_seconds: float) -> None:
+        """Subscribe to every user's live subject and to notify.sync (the server knows
+        both before this returns, so a `hello` read after it misses nothing), and start
+        pinging sockets every `ping_seconds`."""
+        self.sub = await self.nc.subscribe(
+            subjects.NOTIFY_USER_WILDCARD,
+            cb=self._deliver,
+            pending_msgs_limit=SUB_PENDING_MSGS,
+            pending_bytes_limit=SUB_PENDING_BYTES,
+        )
+        await self.nc.subscribe(subjects.NOTIFY_SYNC, cb=self._on_sync)
+        await self.nc.flush()
+        self._spawn(self.heartbeat(ping_seconds))
+
+    async def close_all(self) -> None:
+        """Close every socket with 1001 (the server is going away)."""
+        for conns in list(self.users.values()):
+            for conn in list(conns):
+                conn.close(1001)
+        for task in list(self._tasks):
+            task.cancel()
+
+    def attach(self, conn: Connection) -> None:
+        """From now on live messages of `conn.user_id` reach `conn` (it buffers them
+        until `hello`)."""
+        self.users.setdefault(conn.user_id, set()).add(conn)
+
+    def detach(self, conn: Connection) -> None:
+        conns = self.users.get(conn.user_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.users[conn.user_id]
+        if conn.gap_task is not None:
+            conn.gap_task.cancel()
+
+    def connections(self) -> Iterable[Connection]:
+        for conns in list(self.users.values()):
+            yield from list(conns)
+
+    # ----- live messages -----
+
+    async def _deliver(self, msg: Msg) -> None:
+        conns = self.users.get(msg.subject[len(subjects.NOTIFY_USER_PREFIX) :])
+        if not conns:
+            return
+        try:
+            message = _live_decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("undecodable live message", subject=msg.subject)
+            return
+        for conn in list(conns):
+            conn.live(message)
+            if conn.pending and not conn.busy:
+                self.watch_gap(conn)
+
+    def watch_gap(self, conn: Connection) -> None:
+        """Fill `conn`'s gap from the inbox unless its predecessor arrives in time."""
+        if conn.gap_task is None and not conn.closed.is_set():
+            conn.gap_task = self._spawn(self._fill_gap(conn))
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ----- repairs from the inbox -----
+
+    async def fetch(
+        self, user_id: str, after_seq: int, up_to: int | None = None
+    ) -> list[n.Notification]:
+        """`user_id`'s notifications with seq > `after_seq` (and <= `up_to`), every
+        page, ascending. Raises RemoteError when the inbox does not answer."""
+        out: list[n.Notification] = []
+        while True:
+            page = await call(
+                self.nc,
+                subjects.NOTIFIER_INBOX_LIST,
+                n.InboxAfterRequest(
+                    user_id=user_id, after_seq=after_seq, limit=RESUME_PAGE, up_to_seq=up_to
+                ),
+                n.NotificationList,
+            )
+            out += page.items
+            if len(page.items) < RESUME_PAGE:
+                return out
+            after_seq = page.items[-1].seq
+
+    async def _fill_gap(self, conn: Connection) -> None:
+        """After GAP_WAIT, fetch the seqs still missing below the lowest pending one."""
+        try:
+            await asyncio.sleep(GAP_WAIT)
+            async with conn.sync:
+                missing = conn.first_missing()
+                if missing is None or conn.closed.is_set():
+                    return
+                conn.busy = True
+                try:
+                    after, up_to = missing
+                    items = await self._with_retries(
+                        conn, lambda: self.fetch(conn.user_id, after, up_to)
+                    )
+                    if items is None:
+                        return
+                    WS_REPAIRS.labels("gap").inc()
+                    conn.filled(items, up_to)
+                finally:
+                    gap_left = conn.finish_fetch()
+        finally:
+            conn.gap_task = None
+        if gap_left:
+            self.watch_gap(conn)
+
+    async def _with_retries(self, conn: Connection, fetch):
+        """`await fetch()`, tried GAP_TRIES times with backoff; when every try fails,
+        close the socket with 1013 and return None."""
+        delay = RETRY_BASE
+        for attempt in range(GAP_TRIES):
+            try:
+                return await fetch()
+            except RemoteError as e:
+                if attempt == GAP_TRIES - 1 or conn.closed.is_set():
+                    log.warning(
+                        "inbox fetch failed; closing the socket so the client resumes",
+                        user_id=conn.user_id,
+                        code=e.code,
+                    )
+                    WS_REPAIRS.labels("failed").inc()
+                    conn.close(CLOSE_TRY_AGAIN)
+                    return None
+                await asyncio.sleep(delay)
+                delay *= 2
+        return None
+
+    async def catch_up(self, conn: Connection, head: int) -> None:
+        """Send `conn` every pushed notification after its `last_seq` up to `head` (a
+        head the inbox reported; later ones arrive live)."""
+        async with conn.sync:
+            if conn.closed.is_set() or conn.last_seq >= head:
+                return
+            conn.busy = True
+            try:
+                after = conn.last_seq
+                items = await self._with_retries(
+                    conn, lambda: self.fetch(conn.user_id, after, head)
+                )
+                if items is None:
+                    return
+                WS_REPAIRS.labels("catch_up").inc()
+                conn.filled(items, head)
+            finally:
+                gap_left = conn.finish_fetch()
+        if gap_left:
+            self.watch_gap(conn)
+
+    def catch_up_all(self, reason: str) -> None:
+        """Check every socket here against the inbox (in the background); one run at a
+        time, and one more when asked again meanwhile. `reason`: reconnected,
+        slow_consumer or notifier_sync (a metric label)."""
+        log.info("catching up every socket from the inbox", reason=reason)
+        WS_CATCH_UPS.labels(reason).inc()
+        if self._catch_up is not None and not self._catch_up.done():
+            self._catch_up_again = True
+            return
+        self._catch_up = self._spawn(self._catch_up_loop())
+
+    async def _catch_up_loop(self) -> None:
+        while True:
+            self._catch_up_again = False
+            await self._catch_up_once()
+            if not self._catch_up_again:
+                return
+
+    async def _catch_up_once(self) -> None:
+        user_ids = [u for u, conns in self.users.items() if any(c.ready for c in conns)]
+        limit = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
+
+        async def one(conn: Connection, head: int) -> None:
+            async with limit:
+                await self.catch_up(conn, head)
+
+        jobs = []
+        for start in range(0, len(user_ids), HEADS_BATCH):
+            batch = user_ids[start : start + HEADS_BATCH]
+            heads = await self._heads(batch)
+            for user_id, head in zip(batch, heads, strict=True):
+                for conn in list(self.users.get(user_id, ())):
+                    if conn.ready and conn.last_seq < head:
+                        jobs.append(one(conn, head))
+        if jobs:
+            log.info("sockets behind the inbox", sockets=len(jobs))
+            await asyncio.gather(*jobs)
+
+    async def _heads(self, user_ids: list[str]) -> list[int]:
+        """Each user's highest seq; retried (with backoff up to 5 s) until the notifier
+        answers, since a catch-up usually follows an outage."""
+        delay = RETRY_BASE
+        while True:
+            try:
+                reply = await call(
+                    self.nc,
+                    subjects.NOTIFIER_INBOX_HEADS,
+                    n.InboxHeadsRequest(user_ids=user_ids),
+                    n.InboxHeads,
+                )
+                return reply.last_seqs
+            except RemoteError as e:
+                log.warning("inbox heads unavailable; retrying", code=e.code)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # ----- what tells us the live path may have lost something -----
+
+    async def on_reconnected(self) -> None:
+        """Our NATS connection came back: whatever was published meanwhile is lost."""
+        self.catch_up_all("reconnected")
+
+    def on_slow_consumer(self, sid: int) -> None:
+        """The client library dropped a message of ours (its queue was full)."""
+        if self.sub is not None and sid == self.sub._id:
+            self.catch_up_all("slow_consumer")
+
+    async def _on_sync(self, msg: Msg) -> None:
+        self.catch_up_all("notifier_sync")
+
+    # ----- heartbeat -----
+
+    async def heartbeat(self, interval: float) -> None:
+        """Every `interval` seconds, ping each socket; one that has sent nothing since
+        the previous ping misses it, and two misses in a row close it with 4408."""
+        while True:
+            await asyncio.sleep(interval)
+            for conn in self.connections():
+                if not conn.ready:
+                    continue
+                conn.missed_pings = 0 if conn.alive else conn.missed_pings + 1
+                if conn.missed_pings >= 2:
+                    conn.close(CLOSE_HEARTBEAT)
+                    continue
+                conn.alive = False
+                conn.send({"type": "ping"})

@@ -1,0 +1,243 @@
+"""One WebSocket's delivery bookkeeping: which seqs it has accounted for, what waits
+for a missing predecessor, and its send queue. No I/O: the gateway (gateway.py) does
+the fetching and calls these methods; the rules are tested on their own.
+
+The rules (docs/websocket.md, "Seq, resume and gaps"):
+
+- Nothing is sent before `hello`; what arrives meanwhile waits and is sent after it,
+  so `hello` is always the first frame.
+- `last_seq` is the highest seq accounted for on this connection: sent, or withheld
+  because it was silent (muted, quiet hours). Seqs in (`floor`, `last_seq`] are all
+  accounted for; `floor` starts at the seq told in `hello` and moves down when a
+  replay (`after_seq`, `resume`) sends older ones. A seq in that range is never sent
+  again, so a connection gets each seq at most once.
+- A live notification whose predecessor has not arrived waits in `pending`; the
+  gateway fills the gap from the inbox. While the gateway fetches (`busy`), live ones
+  wait too, and those the fetch already covered are dropped.
+- Unread counts carry the inbox `version`; a count older than one already sent is
+  never sent. A live notification frame carries the count that came with it
+  (`unread_count`), so a new notification costs one frame, not two.
+"""
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import msgspec
+
+from services.contracts import notifier as n
+
+CLOSE_TRY_AGAIN = 1013  # too slow to read its frames, or the inbox could not fill a gap
+
+_encoder = msgspec.json.Encoder()
+
+
+class Connection:
+    """One socket of `user_id`; `queue_size` frames may wait to be written before the
+    socket counts as too slow and is closed with 1013."""
+
+    __slots__ = (
+        "alive",
+        "busy",
+        "close_code",
+        "closed",
+        "count_version",
+        "early",
+        "early_count",
+        "floor",
+        "gap_task",
+        "last_seq",
+        "lot_topics",
+        "missed_pings",
+        "pending",
+        "queue",
+        "queue_size",
+        "ready",
+        "socket",
+        "sync",
+        "topics",
+        "user_id",
+        "wakeup",
+        "withheld",
+    )
+
+    def __init__(
+        self, user_id: str, queue_size: int, socket: Any = None, lot_topics: Any = None
+    ) -> None:
+        self.user_id = user_id
+        self.socket = socket
+        self.lot_topics = lot_topics
+        self.queue_size = queue_size
+        self.queue: deque[bytes] = deque()
+        self.wakeup = asyncio.Event()  # the sender waits on it
+        self.ready = False  # `hello` was queued
+        self.busy = True  # a fetch is under way (hello's counts as one)
+        self.early: list[Any] = []  # frames that came before `hello`, sent after it
+        self.early_count: tuple[int, int] | None = None  # newest (count, version) before it
+        self.pending: dict[int, n.LiveNotification] = {}
+        self.withheld: set[int] = set()  # silent seqs accounted for but not sent
+        self.last_seq = 0
+        self.floor = 0
+        self.count_version = -1
+        self.sync = asyncio.Lock()  # one inbox fetch at a time
+        self.gap_task: asyncio.Task | None = None
+        self.alive = True  # a frame arrived since the last ping
+        self.missed_pings = 0
+        self.closed = asyncio.Event()
+        self.close_code = 1000
+        self.topics: set[str] = set()  # lot ids this socket watches (see topics.py)
+
+    # ----- the send queue -----
+
+    def send(self, frame: Any) -> None:
+        """Queue a frame (before `hello`: keep it for after); a full queue means a slow
+        reader: close with 1013, never skip a frame."""
+        if self.closed.is_set():
+            return
+        if not self.ready:
+            self.early.append(frame)
+            return
+        if len(self.queue) >= self.queue_size:
+            self.close(CLOSE_TRY_AGAIN)
+            return
+        self.queue.append(_encoder.encode(frame))
+        self.wakeup.set()
+
+    def close(self, code: int) -> None:
+        """Mark the connection closed with `code` (the first code wins)."""
+        if not self.closed.is_set():
+            self.close_code = code
+            self.closed.set()
+            self.wakeup.set()
+
+    # ----- hello -----
+
+    def greet(self, summary: n.InboxSummary) -> None:
+        """Queue `hello` (the first frame), then what arrived before it."""
+        self.last_seq = max(self.last_seq, summary.last_seq)
+        self.floor = summary.last_seq
+        self.count_version = max(self.count_version, summary.version)
+        self.ready = True
+        self.send(
+            {
+                "type": "hello",
+                "user_id": self.user_id,
+                "unread_count": summary.unread_count,
+                "last_seq": summary.last_seq,
+            }
+        )
+        early, self.early = self.early, []
+        for frame in early:
+            self.send(frame)
+        if self.early_count is not None:
+            self.count(*self.early_count)
+            self.early_count = None
+
+    # ----- live messages -----
+
+    def live(self, message: n.Live) -> None:
+        """A message from notify.user.<id>."""
+        if isinstance(message, n.LiveNotification):
+            seq = message.notification.seq
+            if seq > self.last_seq:
+                self.pending[seq] = message
+                if not self.busy:
+                    self.drain()
+            elif message.unread_count is not None:
+                self.count(message.unread_count, message.version)
+        elif isinstance(message, n.LiveUnreadCount):
+            self.count(message.count, message.version)
+        else:
+            self.send(message)
+
+    def count(self, count: int, version: int, always: bool = False) -> None:
+        """Send `unread_count` unless a newer version was sent already (`always`: the
+        answer to get_unread_count). Before `hello`, the newest one waits for it."""
+        if not self.ready:
+            if self.early_count is None or version > self.early_count[1]:
+                self.early_count = (count, version)
+            return
+        if always or version > self.count_version:
+            self.count_version = max(self.count_version, version)
+            self.send({"type": "unread_count", "count": count})
+
+    def drain(self) -> bool:
+        """Send the pending notifications whose predecessors are all accounted for;
+        drop those already covered. True when a gap remains (the gateway fills it)."""
+        for seq in [s for s in self.pending if s <= self.last_seq]:
+            stale = self.pending.pop(seq)
+            if stale.unread_count is not None:
+                self.count(stale.unread_count, stale.version)
+        while (message := self.pending.pop(self.last_seq + 1, None)) is not None:
+            self.last_seq += 1
+            count = message.unread_count
+            newer = count is not None and message.version > self.count_version
+            if newer:
+                self.count_version = message.version
+            if message.push:
+                frame: dict[str, Any] = {
+                    "type": "notification",
+                    "notification": message.notification,
+                }
+                if newer:
+                    frame["unread_count"] = count
+                self.send(frame)
+            else:
+                self.withheld.add(self.last_seq)
+                if newer:
+                    self.send({"type": "unread_count", "count": count})
+        return bool(self.pending)
+
+    def first_missing(self) -> tuple[int, int] | None:
+        """(after, up_to): the seqs a gap fill must fetch, or None when there is no gap."""
+        if not self.pending:
+            return None
+        return self.last_seq, min(self.pending) - 1
+
+    # ----- what the gateway fetched from the inbox -----
+
+    def filled(self, items: list[n.Notification], up_to: int | None = None) -> None:
+        """Account for notifications fetched to fill a gap or catch up (all with seq >
+        `last_seq` are new here): pushed ones are sent, silent ones withheld as live.
+        `up_to`: the fetch covered every seq up to it (deleted ones included)."""
+        for item in items:
+            if item.seq <= self.last_seq:
+                continue
+            self.last_seq = item.seq
+            if item.silent:
+                self.withheld.add(item.seq)
+            else:
+                self.send({"type": "notification", "notification": item})
+        if up_to is not None:
+            self.last_seq = max(self.last_seq, up_to)
+
+    def replayed(self, items: list[n.Notification], after_seq: int) -> None:
+        """Account for a replay of every notification after `after_seq` (`resume` or
+        ?after_seq): send each one this connection has not sent, silent ones too
+        (flagged `silent`), in seq order."""
+        for item in items:
+            already = self.floor < item.seq <= self.last_seq and item.seq not in self.withheld
+            if already:
+                continue
+            self.withheld.discard(item.seq)
+            self.last_seq = max(self.last_seq, item.seq)
+            self.send({"type": "notification", "notification": item})
+        self.floor = min(self.floor, after_seq)
+
+    def finish_fetch(self) -> bool:
+        """End a fetch: live ones that waited are sent. True when a gap remains."""
+        self.busy = False
+        return self.drain()
+
+    # ----- the sender -----
+
+    async def run_sender(self) -> None:
+        """Write queued frames to the socket until closed (then what is queued, best
+        effort, is dropped: the client resumes after the close)."""
+        while True:
+            while self.queue and not self.closed.is_set():
+                await self.socket.send_text(self.queue.popleft().decode())
+            if self.closed.is_set():
+                return
+            self.wakeup.clear()
+            await self.wakeup.wait()
