@@ -1,6 +1,7 @@
 """Admin requests to the notifier: template overrides and sends to users, roles or
 everyone. Every one raises DomainError("forbidden") for a caller who is not an admin."""
 
+import time
 import uuid
 from datetime import datetime
 
@@ -136,6 +137,7 @@ async def admin_send(deps: Deps, req: c.AdminSend) -> c.SendResult:
     expires_at in the past).
     """
     require_admin(req.actor)
+    started = time.perf_counter()
     now = deps.clock()
     type_, roles, ids = _audience(req, now)
     send_id = str(uuid7())
@@ -169,6 +171,7 @@ async def admin_send(deps: Deps, req: c.AdminSend) -> c.SendResult:
             expires_at=req.expires_at,
         )
         counts = await storage.unread_counts(conn, [r.user_id for r in rows], now)
+    stored = time.perf_counter()
     for r in rows:
         notification = c.Notification(
             id=r.id,
@@ -194,5 +197,12 @@ async def admin_send(deps: Deps, req: c.AdminSend) -> c.SendResult:
             ),
         )
     await deps.nc.flush()
-    log.info("admin send", type=type_, recipients=len(rows), send_id=send_id)
+    log.info(
+        "admin send",
+        type=type_,
+        recipients=len(rows),
+        send_id=send_id,
+        store_ms=round((stored - started) * 1000, 1),
+        publish_ms=round((time.perf_counter() - stored) * 1000, 1),
+    )
     return c.SendResult(id=send_id, type=type_, recipients=len(rows))

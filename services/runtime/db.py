@@ -41,9 +41,16 @@ def make_engine(url: str, pool_size: int | None = None) -> AsyncEngine:
     expensive thing a service does). A connection broken by a PostgreSQL restart fails
     the one operation using it and SQLAlchemy then replaces the whole pool; consumers
     redeliver that message and the api answers 503.
+
+    LIFO: a checkout takes the connection used last, whose prepared statements are
+    warm. FIFO rotated through all of them, so at a few requests a second each one met
+    a cold cache and planned its statements again (the admin send's recipient look-up
+    took 14 ms instead of 3).
     """
     size = pool_size if pool_size is not None else pool_size_from_env()
-    return create_async_engine(async_url(url), pool_size=size, max_overflow=0, pool_recycle=1800)
+    return create_async_engine(
+        async_url(url), pool_size=size, max_overflow=0, pool_recycle=1800, pool_use_lifo=True
+    )
 
 
 def is_disconnect(exc: BaseException) -> bool:
