@@ -12,7 +12,9 @@ dir, stopped with SIGINT at the end). Then:
    (emails unique to this run), each with an access token;
 2. opens one WebSocket per user on /ws?token=..., at most `--concurrency` handshakes in
    flight, timed until every socket has its `hello`; the api's RSS is read before and
-   after;
+   after. The client is lean, as it shares the CPU with the server: websockets' Sans-I/O
+   protocol under a plain asyncio.Protocol per socket (no task per socket), every frame
+   of a received chunk stamped with that chunk's arrival time;
 3. waits (at most a minute) until the notifier knows every new user: they reach it
    asynchronously (user.registered), and a send to an unknown user is refused (400).
    The probe is a send to the users plus one id nobody has: always refused, so nothing
@@ -57,14 +59,19 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 import psutil
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.client import ClientProtocol
+from websockets.exceptions import WebSocketException
+from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
+from websockets.frames import BINARY, CLOSE, CONT, TEXT, CloseCode, Frame
+from websockets.protocol import OPEN
+from websockets.typing import BytesLike
+from websockets.uri import parse_uri
 
 from services.runtime.embedded import free_port
 
@@ -72,7 +79,9 @@ BULK = 5000  # accounts per POST /admin/users/bulk (services/api/routes/admin_bu
 PER_SEND = 1000  # user ids per POST /admin/notifications
 WARMUP_SECONDS = 60.0  # how long round 0 is retried while the notifier learns the users
 SETTLE_CAP = 600.0  # never wait longer than this for frames after the last round
-PONG = '{"type":"pong"}'
+PONG = b'{"type":"pong"}'
+OPEN_TIMEOUT = 60.0  # seconds for a socket's handshake, and again for its `hello`
+CLOSE_TIMEOUT = 5.0  # seconds the server gets to close TCP after the closing handshake
 PROCESSES = ("api", "notifier", "nats-server", "postgres")
 
 _decode = msgspec.json.Decoder().decode
@@ -220,40 +229,60 @@ class Tally:
         self.all_in = asyncio.Event()
 
 
-class Watcher:
-    """One user's socket: records notification frames (by round and inbox seq),
-    answers pings, notes a close it did not ask for."""
+class Watcher(asyncio.Protocol):
+    """One user's socket, a lean client: websockets' Sans-I/O `ClientProtocol` driven
+    by this asyncio.Protocol, no task of its own. Records notification frames (by round
+    and inbox seq), answers pings, notes a close it did not ask for.
+
+    Every frame parsed from one `data_received` chunk gets that chunk's arrival time."""
 
     __slots__ = (
         "before_hello",
+        "close_timer",
         "closed_code",
         "closing",
         "duplicated",
         "errors",
         "failure",
+        "fragments",
+        "greeted",
         "hello",
-        "last_round",
         "last_seq",
+        "lost",
         "out_of_order",
+        "protocol",
+        "responded",
         "rounds",
         "seqs",
-        "task",
+        "tally",
+        "transport",
         "unexpected",
+        "uri",
         "user_id",
-        "ws",
     )
 
-    def __init__(self, user_id: str):
+    def __init__(self, user_id: str, url: str, deflate: bool, tally: Tally):
+        loop = asyncio.get_running_loop()
         self.user_id = user_id
-        self.ws: ClientConnection | None = None
-        self.task: asyncio.Task | None = None
+        self.tally = tally
+        self.uri = parse_uri(url)
+        self.protocol = ClientProtocol(
+            self.uri,
+            extensions=enable_client_permessage_deflate(None) if deflate else None,
+            max_size=None,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.responded: asyncio.Future[None] = loop.create_future()  # response, or lost
+        self.greeted: asyncio.Future[None] = loop.create_future()  # `hello`, or lost
+        self.lost: asyncio.Future[None] = loop.create_future()  # connection_lost ran
+        self.close_timer: asyncio.TimerHandle | None = None
+        self.fragments: list[bytes] | None = None  # a fragmented message so far
         self.hello = False
         self.closing = False
         self.closed_code: int | None = None
         self.rounds: set[int] = set()
         self.seqs: set[int] = set()
         self.last_seq = -1
-        self.last_round = -1
         self.duplicated = 0
         self.out_of_order = 0
         self.errors = 0
@@ -261,40 +290,158 @@ class Watcher:
         self.before_hello = 0
         self.unexpected = 0
 
-    async def open(self, url: str, deflate: bool, tally: Tally) -> None:
-        """Connect and read frames until `hello` (raises on failure or after 60 s)."""
-        self.ws = await connect(
-            url,
-            compression="deflate" if deflate else None,
-            ping_interval=None,  # the server's application pings keep it alive
-            open_timeout=60,
-            close_timeout=5,
-            max_size=None,
-            user_agent_header=None,
-        )
-        async with asyncio.timeout(60):
-            while not self.hello:
-                self.on_frame(await self.ws.recv(), tally)
+    # -- opening and closing --
 
-    def on_frame(self, raw: str | bytes, tally: Tally) -> bool:
-        """Account for one frame; True when the server pinged (answer with a pong)."""
+    async def open(self) -> None:
+        """Connect, then wait for `hello` (raises on failure, or after 60 s for the
+        handshake and 60 s more for `hello`, like websockets' own client did)."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT):
+                await loop.create_connection(lambda: self, self.uri.host, self.uri.port)
+                await self.responded
+        except TimeoutError as e:
+            raise TimeoutError("timed out during opening handshake") from e
+        if self.protocol.handshake_exc is not None:
+            raise self.protocol.handshake_exc
+        async with asyncio.timeout(OPEN_TIMEOUT):
+            await self.greeted
+        if not self.hello:  # the connection was lost first: why, as websockets says it
+            raise self.protocol.close_exc
+
+    def start_close(self) -> None:
+        """Close from our side (not counted as closed by the server): a close frame if
+        the socket is open, else drop the connection."""
+        self.closing = True
+        transport = self.transport
+        if transport is None or self.lost.done():
+            return
+        if self.protocol.state is OPEN:
+            self.protocol.send_close(CloseCode.NORMAL_CLOSURE)
+            self.flush()
+        else:
+            transport.abort()
+
+    def abort(self) -> None:
+        """Drop the connection now, without a closing handshake."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- asyncio.Protocol --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Send the handshake request."""
+        self.transport = cast(asyncio.Transport, transport)
+        self.protocol.send_request(self.protocol.connect())
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        """Parse frames out of `data`, all stamped with one arrival time; write what the
+        protocol answers (pong to a control ping, close echo) and our pongs."""
         now = time.time()
-        frame = _decode(raw)
+        protocol = self.protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        self.flush()
+        pongs = 0
+        for event in events:
+            if isinstance(event, Frame):
+                pongs += self.on_event(event, now)
+            elif not self.responded.done():  # the handshake Response, first
+                self.responded.set_result(None)
+        if pongs and protocol.state is OPEN:
+            for _ in range(pongs):
+                protocol.send_text(PONG)
+            self.flush()
+        if self.close_timer is None and protocol.close_expected():
+            # The server should now close TCP; do not wait for it forever.
+            self.close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.abort)
+
+    def eof_received(self) -> bool | None:
+        """The server half-closed: let the protocol know (it may complete an HTTP error
+        response read to EOF); returning None closes the transport."""
+        self.protocol.receive_eof()
+        self.after_eof()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Mark the socket closed: the server's close code (1006 without a close frame)
+        unless we closed it; wake whoever waits for the handshake or `hello`."""
+        self.protocol.receive_eof()  # idempotent: the state is CLOSED from here on
+        self.after_eof()
+        if not self.closing and self.closed_code is None:
+            self.closed_code = self.protocol.close_code or 1006
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+            self.close_timer = None
+        for waiter in (self.responded, self.greeted, self.lost):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def after_eof(self) -> None:
+        """Events and writes the protocol produced on EOF (a Response read to EOF)."""
+        for event in self.protocol.events_received():
+            if not isinstance(event, Frame) and not self.responded.done():
+                self.responded.set_result(None)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what the protocol has to send; an empty chunk means half-close."""
+        transport = self.transport
+        for chunk in self.protocol.data_to_send():
+            if transport is None or transport.is_closing():
+                continue
+            if chunk:
+                transport.write(chunk)
+            elif transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+
+    # -- frames --
+
+    def on_event(self, frame: Frame, now: float) -> int:
+        """One frame from the protocol; 1 when it was a server ping (answer a pong)."""
+        opcode = frame.opcode
+        if opcode is TEXT or opcode is BINARY:
+            if frame.fin:
+                return self.on_frame(frame.data, now)
+            self.fragments = [bytes(frame.data)]
+        elif opcode is CONT and self.fragments is not None:
+            self.fragments.append(bytes(frame.data))
+            if frame.fin:
+                raw, self.fragments = b"".join(self.fragments), None
+                return self.on_frame(raw, now)
+        elif opcode is CLOSE and not self.closing and self.protocol.close_rcvd is not None:
+            self.closed_code = self.protocol.close_rcvd.code
+        return 0
+
+    def on_frame(self, raw: BytesLike, now: float) -> int:
+        """Account for one message that arrived at `now`; 1 when the server pinged."""
+        tally = self.tally
+        try:
+            frame = _decode(raw)
+        except msgspec.DecodeError:
+            tally.types["undecodable"] += 1
+            return 0
         kind = frame.get("type") if isinstance(frame, dict) else None
         tally.types[str(kind)] += 1
         if kind == "hello":
             self.hello = True
             self.last_seq = frame.get("last_seq", 0)
-            return False
+            if not self.greeted.done():
+                self.greeted.set_result(None)
+            return 0
         if not self.hello:
             self.before_hello += 1
         if kind == "notification":
             self.on_notification(frame.get("notification") or {}, now, tally)
         elif kind == "ping":
-            return True
+            return 1
         elif kind == "error":
             self.errors += 1
-        return False
+        return 0
 
     def on_notification(self, note: dict[str, Any], now: float, tally: Tally) -> None:
         seq = note.get("seq")
@@ -307,11 +454,9 @@ class Watcher:
         if seq in self.seqs or round_ in self.rounds:
             self.duplicated += 1
             return
-        if (
-            not isinstance(seq, int)
-            or seq <= self.last_seq
-            or (round_ is not None and round_ < self.last_round)
-        ):
+        # Order is the inbox seq's: rounds sent with --rate may overlap, and then the
+        # server's seq order, not the round number, is what a socket must keep.
+        if not isinstance(seq, int) or seq <= self.last_seq:
             self.out_of_order += 1
         if isinstance(seq, int):
             self.seqs.add(seq)
@@ -320,34 +465,10 @@ class Watcher:
         if round_ is None:
             return
         self.rounds.add(round_)
-        self.last_round = max(self.last_round, round_)
         tally.delivered += 1
         tally.latencies.append(now - sent_at)
         if tally.delivered >= tally.expected:
             tally.all_in.set()
-
-    async def read(self, tally: Tally) -> None:
-        """Read until the socket closes; answer pings."""
-        ws = self.ws
-        assert ws is not None
-        try:
-            async for raw in ws:
-                if self.on_frame(raw, tally):
-                    await ws.send(PONG)
-        except (ConnectionClosed, OSError):
-            pass
-        if not self.closing:
-            self.closed_code = ws.close_code if ws.close_code is not None else 1006
-
-    async def close(self) -> None:
-        """Close from our side (not counted as closed by the server)."""
-        self.closing = True
-        if self.ws is not None:
-            with contextlib.suppress(Exception):
-                await self.ws.close()
-        if self.task is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(self.task, 5)
 
 
 async def open_all(
@@ -356,24 +477,36 @@ async def open_all(
     options: Options,
     tally: Tally,
 ) -> list[Watcher]:
-    """A Watcher per user, opened concurrently (bounded), each reading in a task."""
+    """A Watcher per user, opened concurrently (at most `options.concurrency` at once)."""
     gate = asyncio.Semaphore(options.concurrency)
-    watchers = [Watcher(u["id"]) for u in users]
+    watchers = [
+        Watcher(u["id"], f"{ws_base}/ws?token={u['access_token']}", options.deflate, tally)
+        for u in users
+    ]
 
-    async def one(w: Watcher, token: str) -> None:
+    async def one(w: Watcher) -> None:
         async with gate:
             try:
-                await w.open(f"{ws_base}/ws?token={token}", options.deflate, tally)
+                await w.open()
             except (OSError, WebSocketException, TimeoutError) as e:
                 w.failure = f"{type(e).__name__}: {e}"[:120]
-                if w.ws is not None:
-                    with contextlib.suppress(Exception):
-                        await w.ws.close()
-                return
-        w.task = asyncio.create_task(w.read(tally))
+                w.abort()
 
-    await asyncio.gather(*(one(w, u["access_token"]) for w, u in zip(watchers, users, strict=True)))
+    await asyncio.gather(*(one(w) for w in watchers))
     return watchers
+
+
+async def close_all(watchers: list[Watcher]) -> None:
+    """Close every socket from our side: a close frame each, then whatever the server
+    has not closed within CLOSE_TIMEOUT is dropped."""
+    for w in watchers:
+        w.start_close()
+    pending = [w.lost for w in watchers if w.transport is not None and not w.lost.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=CLOSE_TIMEOUT)
+    for w in watchers:
+        if not w.lost.done():
+            w.abort()
 
 
 # ----- the server's processes -----
@@ -769,7 +902,7 @@ async def run(options: Options) -> Result:
             await settle(tally, options.settle)
             cpu_after, client_after = cpu_seconds(found), _client_cpu()
         finally:
-            await asyncio.gather(*(w.close() for w in watchers))
+            await close_all(watchers)
     return _figures(
         result, tally, watchers, sender, cpu_before, cpu_after, client_after - client_before
     )

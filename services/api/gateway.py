@@ -17,11 +17,12 @@ gaps"):
 - a loss that no later message reveals (the last ones before a cut) is caught by a
   catch-up of every socket: after our connection reconnects, after a slow-consumer
   error on our subscription, and when a notifier announces on notify.sync that it
-  (re)started or reconnected. One `notifier.inbox.heads` request per 1,000 users tells
-  which sockets are behind; only those fetch, a bounded number at a time.
+  (re)started or reconnected. One `notifier.inbox.summaries` request per 1,000 users
+  tells which sockets are behind; only those fetch, a bounded number at a time.
 
-Also here: the application heartbeat (one loop pings every socket, two unanswered
-pings close with 4408).
+Also here: the summaries `hello` needs, batched (`summary`: sockets opening together
+share one request), and the application heartbeat (one loop pings each socket every
+`ping_seconds`, spread over the interval; two unanswered pings close with 4408).
 """
 
 import asyncio
@@ -46,7 +47,9 @@ GAP_WAIT = 0.5  # seconds a later seq waits for an earlier one before we fetch i
 GAP_TRIES = 4  # inbox fetches for one gap before the socket is closed with 1013
 RETRY_BASE = 0.25  # seconds before the second try; doubles each time
 RESUME_PAGE = 200  # notifications per inbox page
-HEADS_BATCH = 1000  # users per notifier.inbox.heads request
+SUMMARY_BATCH = 1000  # users per notifier.inbox.summaries request
+SUMMARY_LINGER = 0.002  # seconds a `hello` summary waits for others to share its request
+HEARTBEAT_TICKS = 20  # the heartbeat wakes this many times per ping interval
 CATCH_UP_CONCURRENCY = 16  # sockets fetching from the inbox at once during a catch-up
 # A live message is small; these bound memory, not throughput: past them NATS drops and
 # the catch-up repairs (see `on_slow_consumer`).
@@ -67,6 +70,8 @@ class Gateway:
         self._catch_up: asyncio.Task | None = None
         self._catch_up_again = False
         self._tasks: set[asyncio.Task] = set()
+        self._summaries_wanted: dict[str, list[asyncio.Future]] = {}
+        self._summaries_timer: asyncio.TimerHandle | None = None
 
     # ----- lifecycle -----
 
@@ -248,39 +253,83 @@ class Gateway:
         user_ids = [u for u, conns in self.users.items() if any(c.ready for c in conns)]
         limit = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
 
-        async def one(conn: Connection, head: int) -> None:
+        async def one(conn: Connection, summary: n.InboxSummary) -> None:
             async with limit:
-                await self.catch_up(conn, head)
+                await self.catch_up(conn, summary.last_seq)
+            conn.count(summary.unread_count, summary.version)
 
         jobs = []
-        for start in range(0, len(user_ids), HEADS_BATCH):
-            batch = user_ids[start : start + HEADS_BATCH]
-            heads = await self._heads(batch)
-            for user_id, head in zip(batch, heads, strict=True):
+        for start in range(0, len(user_ids), SUMMARY_BATCH):
+            batch = user_ids[start : start + SUMMARY_BATCH]
+            summaries = await self._summaries_until_answered(batch)
+            for user_id, summary in zip(batch, summaries, strict=True):
                 for conn in list(self.users.get(user_id, ())):
-                    if conn.ready and conn.last_seq < head:
-                        jobs.append(one(conn, head))
-        if jobs:
-            log.info("sockets behind the inbox", sockets=len(jobs))
-            await asyncio.gather(*jobs)
+                    if conn.ready:
+                        jobs.append(one(conn, summary))
+        await asyncio.gather(*jobs)
+        log.info("checked every socket against the inbox", users=len(user_ids))
 
-    async def _heads(self, user_ids: list[str]) -> list[int]:
-        """Each user's highest seq; retried (with backoff up to 5 s) until the notifier
-        answers, since a catch-up usually follows an outage."""
+    async def _summaries_until_answered(self, user_ids: list[str]) -> list[n.InboxSummary]:
+        """Summaries of `user_ids`, retried (backoff up to 5 s) until the notifier
+        answers: a catch-up usually follows an outage."""
         delay = RETRY_BASE
         while True:
             try:
-                reply = await call(
-                    self.nc,
-                    subjects.NOTIFIER_INBOX_HEADS,
-                    n.InboxHeadsRequest(user_ids=user_ids),
-                    n.InboxHeads,
-                )
-                return reply.last_seqs
+                return await self._summaries(user_ids)
             except RemoteError as e:
-                log.warning("inbox heads unavailable; retrying", code=e.code)
+                log.warning("inbox summaries unavailable; retrying", code=e.code)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _summaries(self, user_ids: list[str]) -> list[n.InboxSummary]:
+        reply = await call(
+            self.nc,
+            subjects.NOTIFIER_INBOX_SUMMARIES,
+            n.InboxSummariesRequest(user_ids=user_ids),
+            n.InboxSummaries,
+        )
+        return reply.items
+
+    # ----- hello's summary, batched -----
+
+    async def summary(self, user_id: str) -> n.InboxSummary:
+        """`user_id`'s unread count, last seq and inbox version, read after the call.
+
+        Sockets that open within SUMMARY_LINGER seconds of each other share one
+        notifier.inbox.summaries request (10,000 sockets opening at once cost tens of
+        requests, not 10,000). Raises RemoteError when the inbox does not answer.
+        """
+        future = asyncio.get_running_loop().create_future()
+        self._summaries_wanted.setdefault(user_id, []).append(future)
+        if len(self._summaries_wanted) >= SUMMARY_BATCH:
+            self._send_summaries()
+        elif self._summaries_timer is None:
+            self._summaries_timer = asyncio.get_running_loop().call_later(
+                SUMMARY_LINGER, self._send_summaries
+            )
+        return await future
+
+    def _send_summaries(self) -> None:
+        if self._summaries_timer is not None:
+            self._summaries_timer.cancel()
+            self._summaries_timer = None
+        wanted, self._summaries_wanted = self._summaries_wanted, {}
+        if wanted:
+            self._spawn(self._answer_summaries(wanted))
+
+    async def _answer_summaries(self, wanted: dict[str, list[asyncio.Future]]) -> None:
+        try:
+            summaries = await self._summaries(list(wanted))
+        except RemoteError as e:
+            for futures in wanted.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(e)
+            return
+        for futures, summary in zip(wanted.values(), summaries, strict=True):
+            for future in futures:
+                if not future.done():
+                    future.set_result(summary)
 
     # ----- what tells us the live path may have lost something -----
 
@@ -299,13 +348,18 @@ class Gateway:
     # ----- heartbeat -----
 
     async def heartbeat(self, interval: float) -> None:
-        """Every `interval` seconds, ping each socket; one that has sent nothing since
-        the previous ping misses it, and two misses in a row close it with 4408."""
+        """Ping each socket every `interval` seconds, counted from its `hello`; one that
+        has sent nothing since its previous ping misses it, and two misses in a row
+        close it with 4408. The loop wakes HEARTBEAT_TICKS times per interval, so pings
+        are spread rather than sent to every socket at once."""
+        tick = interval / HEARTBEAT_TICKS
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(tick)
+            now = asyncio.get_running_loop().time()
             for conn in self.connections():
-                if not conn.ready:
+                if not conn.ready or now < conn.next_ping:
                     continue
+                conn.next_ping = now + interval
                 conn.missed_pings = 0 if conn.alive else conn.missed_pings + 1
                 if conn.missed_pings >= 2:
                     conn.close(CLOSE_HEARTBEAT)

@@ -195,18 +195,14 @@ def after_seq_param(value: str | None) -> int | None:
     return int(value)
 
 
-async def _greet(conn: Connection, gateway: Gateway, after_seq: int | None) -> None:
+async def _greet(conn: Connection, gateway: Gateway, after_seq: int | None, ping: float) -> None:
     """`hello` (then, with ?after_seq=N, every notification after N) before any live
-    frame; closes with 1013 when the inbox does not answer."""
+    frame; closes with 1013 when the inbox does not answer. The first ping is due
+    `ping` seconds later."""
     async with conn.sync:
         try:
-            summary = await call(
-                gateway.nc,
-                subjects.NOTIFIER_INBOX_SUMMARY,
-                n.InboxSummaryRequest(user_id=conn.user_id),
-                n.InboxSummary,
-            )
-            conn.greet(summary)
+            conn.greet(await gateway.summary(conn.user_id))
+            conn.next_ping = asyncio.get_running_loop().time() + ping
             if after_seq is not None:
                 conn.replayed(await gateway.fetch(conn.user_id, after_seq), after_seq)
         except RemoteError:
@@ -245,21 +241,23 @@ async def ws_endpoint(socket: WebSocket) -> None:
     expiry = asyncio.get_running_loop().call_later(
         max(0.0, claims.exp - time.time()), conn.close, CLOSE_UNAUTHORIZED
     )
-    receiver: asyncio.Task | None = None
     try:
-        await _greet(conn, gateway, after_seq)
-        # Client frames are read only after `hello`, so no answer can precede it.
-        receiver = asyncio.create_task(
-            _receive(conn, gateway, RateLimit(settings.ws_rate, settings.ws_burst))
-        )
-        closed = asyncio.create_task(conn.closed.wait())
-        await asyncio.wait([receiver, closed], return_when=asyncio.FIRST_COMPLETED)
-        closed.cancel()
+        await _greet(conn, gateway, after_seq, settings.ws_ping_seconds)
+        # Client frames are read only after `hello`, so no answer can precede it. They
+        # are read in this task (no task of its own: memory per socket counts at 10,000
+        # sockets); a close decided elsewhere cancels the read (Connection.close).
+        conn.reader = asyncio.current_task()
+        try:
+            await _receive(conn, gateway, RateLimit(settings.ws_rate, settings.ws_burst))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not conn.closed.is_set() or task is None or task.cancelling() > 1:
+                raise
+            task.uncancel()
     finally:
+        conn.reader = None
         expiry.cancel()
         conn.close(conn.close_code)
-        if receiver is not None:
-            receiver.cancel()
         gateway.detach(conn)
         await state.lot_topics.detach(conn)
         WEBSOCKETS.dec()

@@ -32,6 +32,13 @@ CLOSE_TRY_AGAIN = 1013  # too slow to read its frames, or the inbox could not fi
 _encoder = msgspec.json.Encoder()
 
 
+def _current_task() -> asyncio.Task | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop (a close from a plain callback in tests)
+        return None
+
+
 class Connection:
     """One socket of `user_id`; `queue_size` frames may wait to be written before the
     socket counts as too slow and is closed with 1013."""
@@ -49,9 +56,11 @@ class Connection:
         "last_seq",
         "lot_topics",
         "missed_pings",
+        "next_ping",
         "pending",
         "queue",
         "queue_size",
+        "reader",
         "ready",
         "socket",
         "sync",
@@ -83,7 +92,9 @@ class Connection:
         self.gap_task: asyncio.Task | None = None
         self.alive = True  # a frame arrived since the last ping
         self.missed_pings = 0
+        self.next_ping = 0.0  # loop time of the next ping (set at `hello`)
         self.closed = asyncio.Event()
+        self.reader: asyncio.Task | None = None  # the task reading client frames
         self.close_code = 1000
         self.topics: set[str] = set()  # lot ids this socket watches (see topics.py)
 
@@ -104,11 +115,15 @@ class Connection:
         self.wakeup.set()
 
     def close(self, code: int) -> None:
-        """Mark the connection closed with `code` (the first code wins)."""
+        """Mark the connection closed with `code` (the first code wins) and stop
+        reading client frames."""
         if not self.closed.is_set():
             self.close_code = code
             self.closed.set()
             self.wakeup.set()
+            reader = self.reader
+            if reader is not None and reader is not _current_task():
+                reader.cancel()
 
     # ----- hello -----
 
@@ -232,10 +247,11 @@ class Connection:
     # ----- the sender -----
 
     async def run_sender(self) -> None:
-        """Write queued frames to the socket until closed (then what is queued, best
-        effort, is dropped: the client resumes after the close)."""
+        """Write queued frames to the socket until it is closed. What is queued at the
+        close still goes out first (an `error` frame saying why, say), except after 1013:
+        that reader is too slow, so it resumes from the inbox instead."""
         while True:
-            while self.queue and not self.closed.is_set():
+            while self.queue and self.close_code != CLOSE_TRY_AGAIN:
                 await self.socket.send_text(self.queue.popleft().decode())
             if self.closed.is_set():
                 return

@@ -131,6 +131,6 @@ PLAIN = [
         "notifier",
         "A notifier started or reconnected to NATS (core NATS): live messages it "
         "published around then may be lost, so each api gateway checks its sockets "
-        "against the inbox (notifier.inbox.heads) and fills the gaps.",
+        "against the inbox (notifier.inbox.summaries) and fills the gaps.",
     ),
 ]

@@ -116,17 +116,18 @@ class NotificationList(msgspec.Struct):
     items: list[Notification]
 
 
-class InboxHeadsRequest(msgspec.Struct):
-    """Up to 1,000 users whose highest seq the gateway wants, to find sockets that
-    are behind their inbox after live messages may have been lost."""
+class InboxSummariesRequest(msgspec.Struct):
+    """Up to 1,000 users whose summaries the gateway wants: for the `hello` of many
+    sockets opening at once, and to find sockets behind their inbox after live
+    messages may have been lost."""
 
     user_ids: list[str]
 
 
-class InboxHeads(msgspec.Struct):
-    """`last_seqs[i]`: the highest seq of `user_ids[i]` (0 for a user with none)."""
+class InboxSummaries(msgspec.Struct):
+    """`items[i]` is the summary of `user_ids[i]` (all zero for a user with none)."""
 
-    last_seqs: list[int]
+    items: list[InboxSummary]
 
 
 class SyncAnnouncement(msgspec.Struct, kw_only=True):

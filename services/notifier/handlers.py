@@ -181,18 +181,22 @@ async def inbox_after(deps: Deps, req: c.InboxAfterRequest) -> c.NotificationLis
     return c.NotificationList(items=items)
 
 
-MAX_HEADS = 1000
+MAX_SUMMARIES = 1000
 
 
-async def inbox_heads(deps: Deps, req: c.InboxHeadsRequest) -> c.InboxHeads:
-    """Each user's highest seq (0 for none), for the gateway's catch-up after a possible
-    loss of live messages. DomainError invalid for more than MAX_HEADS users or an id
-    that is not a UUID."""
-    if len(req.user_ids) > MAX_HEADS:
-        raise DomainError("invalid", f"At most {MAX_HEADS} user_ids per request.")
+async def inbox_summaries(deps: Deps, req: c.InboxSummariesRequest) -> c.InboxSummaries:
+    """`inbox_summary` of many users in one statement (the gateway batches the `hello`
+    of sockets opening together, and checks sockets after a possible loss of live
+    messages). DomainError invalid for more than MAX_SUMMARIES users; not_found for an
+    id that is not a UUID."""
+    if len(req.user_ids) > MAX_SUMMARIES:
+        raise DomainError("invalid", f"At most {MAX_SUMMARIES} user_ids per request.")
     user_ids = [_check_uuid(u, "user") for u in req.user_ids]
     async with deps.engine.connect() as conn:
-        return c.InboxHeads(last_seqs=await storage.heads(conn, user_ids))
+        rows = await storage.summaries(conn, user_ids, deps.clock())
+    return c.InboxSummaries(
+        items=[c.InboxSummary(unread_count=u, last_seq=s, version=v) for u, s, v in rows]
+    )
 
 
 async def inbox_query(deps: Deps, req: c.InboxQuery) -> c.NotificationPage:

@@ -724,18 +724,23 @@ async def versions(conn: AsyncConnection, user_ids: list[str]) -> dict[str, int]
     return {r[0]: int(r[1]) for r in rows}
 
 
-async def heads(conn: AsyncConnection, user_ids: list[str]) -> list[int]:
-    """The highest seq of each of `user_ids` (UUID strings), in their order; 0 for a
-    user with no notification. One statement whatever the number of users (an array
-    parameter, so the prepared statement is reused)."""
-    rows = (
-        await conn.execute(
-            sa.text(
-                "SELECT user_id::text, last_seq FROM notifier.inbox_state "
-                "WHERE user_id = ANY(CAST(:ids AS uuid[]))"
-            ),
-            {"ids": user_ids},
-        )
-    ).all()
-    found = {r[0]: int(r[1]) for r in rows}
-    return [found.get(u, 0) for u in user_ids]
+async def summaries(
+    conn: AsyncConnection, user_ids: list[str], now: datetime
+) -> list[tuple[int, int, int]]:
+    """`summary` of each of `user_ids` (UUID strings), in their order, read in one
+    statement (one snapshot, one prepared statement whatever the number of users)."""
+    rows = (await conn.execute(_SUMMARIES, {"ids": user_ids, "now": now})).all()
+    return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+
+
+_SUMMARIES = sa.text(
+    """
+    SELECT (SELECT count(*) FROM notifier.notifications n
+            WHERE n.user_id = u.id AND n.read_at IS NULL
+              AND (n.expires_at IS NULL OR n.expires_at > :now)),
+           coalesce(s.last_seq, 0), coalesce(s.version, 0)
+    FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS u(id, ord)
+    LEFT JOIN notifier.inbox_state s ON s.user_id = u.id
+    ORDER BY u.ord
+    """
+)
