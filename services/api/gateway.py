@@ -133,7 +133,7 @@ class Gateway:
 
     def watch_gap(self, conn: Connection) -> None:
         """Fill `conn`'s gap from the inbox unless its predecessor arrives in time."""
-        if conn.gap_task is None and not conn.closed.is_set():
+        if conn.gap_task is None and not conn.closed:
             conn.gap_task = self._spawn(self._fill_gap(conn))
 
     def _spawn(self, coro) -> asyncio.Task:
@@ -170,7 +170,7 @@ class Gateway:
             await asyncio.sleep(GAP_WAIT)
             async with conn.sync:
                 missing = conn.first_missing()
-                if missing is None or conn.closed.is_set():
+                if missing is None or conn.closed:
                     return
                 conn.busy = True
                 try:
@@ -197,7 +197,7 @@ class Gateway:
             try:
                 return await fetch()
             except RemoteError as e:
-                if attempt == GAP_TRIES - 1 or conn.closed.is_set():
+                if attempt == GAP_TRIES - 1 or conn.closed:
                     log.warning(
                         "inbox fetch failed; closing the socket so the client resumes",
                         user_id=conn.user_id,
@@ -214,7 +214,7 @@ class Gateway:
         """Send `conn` every pushed notification after its `last_seq` up to `head` (a
         head the inbox reported; later ones arrive live)."""
         async with conn.sync:
-            if conn.closed.is_set() or conn.last_seq >= head:
+            if conn.closed or conn.last_seq >= head:
                 return
             conn.busy = True
             try:

@@ -4,8 +4,8 @@ Authenticates, greets with `hello` (always the first frame), replays with
 ?after_seq=N, then answers client frames; live delivery, gap repair and the heartbeat
 are the gateway's (gateway.py), each socket's seq bookkeeping is wsconn.py's.
 
-Per socket: a bounded send queue written by its own sender task (a slow reader is
-closed with 1013 without stalling the others), a rate limit on client frames (error
+Per socket: a bounded send queue, written by a task that exists while frames wait (a
+slow reader is closed with 1013 without stalling the others), a rate limit on client frames (error
 `rate_limited`, then 1008), and a close with 4401 when the token expires.
 """
 
@@ -158,7 +158,7 @@ async def _handle_frame(conn: Connection, gateway: Gateway, raw: str) -> None:
 async def _receive(conn: Connection, gateway: Gateway, limit: RateLimit) -> None:
     last_warning = -1.0
     try:
-        while not conn.closed.is_set():
+        while not conn.closed:
             raw = await conn.socket.receive_text()
             conn.alive = True
             now = time.monotonic()
@@ -237,7 +237,6 @@ async def ws_endpoint(socket: WebSocket) -> None:
     conn = Connection(claims.user_id, settings.ws_send_queue, socket, state.lot_topics)
     gateway.attach(conn)  # live ones wait in the connection until `hello` is sent
     WEBSOCKETS.inc()
-    sender = asyncio.create_task(conn.run_sender())
     expiry = asyncio.get_running_loop().call_later(
         max(0.0, claims.exp - time.time()), conn.close, CLOSE_UNAUTHORIZED
     )
@@ -251,7 +250,7 @@ async def ws_endpoint(socket: WebSocket) -> None:
             await _receive(conn, gateway, RateLimit(settings.ws_rate, settings.ws_burst))
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if not conn.closed.is_set() or task is None or task.cancelling() > 1:
+            if not conn.closed or task is None or task.cancelling() > 1:
                 raise
             task.uncancel()
     finally:
@@ -261,8 +260,6 @@ async def ws_endpoint(socket: WebSocket) -> None:
         gateway.detach(conn)
         await state.lot_topics.detach(conn)
         WEBSOCKETS.dec()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(sender, 2.0)
-        sender.cancel()
+        await conn.flushed(2.0)
         with contextlib.suppress(Exception):
             await socket.close(code=conn.close_code)

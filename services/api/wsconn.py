@@ -66,8 +66,8 @@ class Connection:
         "sync",
         "topics",
         "user_id",
-        "wakeup",
         "withheld",
+        "writer",
     )
 
     def __init__(
@@ -78,7 +78,7 @@ class Connection:
         self.lot_topics = lot_topics
         self.queue_size = queue_size
         self.queue: deque[bytes] = deque()
-        self.wakeup = asyncio.Event()  # the sender waits on it
+        self.writer: asyncio.Task | None = None  # writes the queue while it is not empty
         self.ready = False  # `hello` was queued
         self.busy = True  # a fetch is under way (hello's counts as one)
         self.early: list[Any] = []  # frames that came before `hello`, sent after it
@@ -93,7 +93,7 @@ class Connection:
         self.alive = True  # a frame arrived since the last ping
         self.missed_pings = 0
         self.next_ping = 0.0  # loop time of the next ping (set at `hello`)
-        self.closed = asyncio.Event()
+        self.closed = False
         self.reader: asyncio.Task | None = None  # the task reading client frames
         self.close_code = 1000
         self.topics: set[str] = set()  # lot ids this socket watches (see topics.py)
@@ -103,7 +103,7 @@ class Connection:
     def send(self, frame: Any) -> None:
         """Queue a frame (before `hello`: keep it for after); a full queue means a slow
         reader: close with 1013, never skip a frame."""
-        if self.closed.is_set():
+        if self.closed:
             return
         if not self.ready:
             self.early.append(frame)
@@ -112,18 +112,41 @@ class Connection:
             self.close(CLOSE_TRY_AGAIN)
             return
         self.queue.append(_encoder.encode(frame))
-        self.wakeup.set()
+        if self.writer is None and self.socket is not None:
+            # A writer task exists only while frames wait: an idle socket costs no task.
+            self.writer = asyncio.get_running_loop().create_task(self._write())
 
     def close(self, code: int) -> None:
         """Mark the connection closed with `code` (the first code wins) and stop
         reading client frames."""
-        if not self.closed.is_set():
+        if not self.closed:
             self.close_code = code
-            self.closed.set()
-            self.wakeup.set()
+            self.closed = True
             reader = self.reader
             if reader is not None and reader is not _current_task():
                 reader.cancel()
+
+    async def _write(self) -> None:
+        """Write queued frames until the queue is empty. What is queued at a close still
+        goes out first (an `error` frame saying why, say), except after 1013: that
+        reader is too slow, so it resumes from the inbox instead."""
+        try:
+            while self.queue and self.close_code != CLOSE_TRY_AGAIN:
+                await self.socket.send_text(self.queue.popleft().decode())
+        except Exception:  # the peer is gone; the reader sees the disconnect
+            self.queue.clear()
+            self.close(self.close_code)
+        finally:
+            self.writer = None
+
+    async def flushed(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the queued frames to be written."""
+        writer = self.writer
+        if writer is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(writer), timeout)
+            except TimeoutError:
+                writer.cancel()
 
     # ----- hello -----
 
@@ -243,17 +266,3 @@ class Connection:
         """End a fetch: live ones that waited are sent. True when a gap remains."""
         self.busy = False
         return self.drain()
-
-    # ----- the sender -----
-
-    async def run_sender(self) -> None:
-        """Write queued frames to the socket until it is closed. What is queued at the
-        close still goes out first (an `error` frame saying why, say), except after 1013:
-        that reader is too slow, so it resumes from the inbox instead."""
-        while True:
-            while self.queue and self.close_code != CLOSE_TRY_AGAIN:
-                await self.socket.send_text(self.queue.popleft().decode())
-            if self.closed.is_set():
-                return
-            self.wakeup.clear()
-            await self.wakeup.wait()

@@ -148,4 +148,4 @@ def test_slow_reader_is_closed_with_1013_not_skipped():
     conn = greeted(0, queue=2)
     for seq in (1, 2, 3):
         conn.live(note(seq))
-    assert conn.closed.is_set() and conn.close_code == 1013
+    assert conn.closed and conn.close_code == 1013
