@@ -19,7 +19,6 @@ from services.api.routes import admin_bulk, bookings, lots, notifications, users
 from services.api.topics import LotTopics
 from services.api.users import Identity
 from services.api.web import web_routes
-from services.api.ws import ws_endpoint
 
 
 @get("/healthz", include_in_schema=False)
@@ -73,7 +72,7 @@ def create_app(
         security=[{"bearer": []}],
     )
     return Litestar(
-        route_handlers=[api, ws_endpoint, healthz, readyz, metrics, *web_routes(settings)],
+        route_handlers=[api, healthz, readyz, metrics, *web_routes(settings)],
         state=state,
         exception_handlers=exception_handlers,
         middleware=[

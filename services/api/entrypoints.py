@@ -8,13 +8,12 @@ import uvicorn
 from services.api import idempotency, storage
 from services.api.app import create_app
 from services.api.config import Settings
+from services.api.ws import MAX_FRAME, WebSocketFront
 from services.runtime import logs, natsconn
 from services.runtime.db import make_engine
 from services.runtime.lifecycle import every, stop_event, until_stopped
 from services.runtime.limits import raise_open_file_limit
 from services.runtime.outbox import OutboxRelay
-
-MAX_FRAME = 64 * 1024
 
 
 async def purge_idempotency_keys(engine, settings: Settings) -> None:
@@ -44,12 +43,15 @@ async def serve(
     events.slow_consumer.append(app.state.gateway.on_slow_consumer)
     server = uvicorn.Server(
         uvicorn.Config(
-            app,
+            WebSocketFront(app, app.state),
             host=settings.host,
             port=settings.port,
             log_level="warning",
             lifespan="on",
             ws_max_size=MAX_FRAME,
+            # The gateway's own `ping` frames keep sockets alive and find dead ones; a
+            # protocol-level ping per socket as well would cost a timer each.
+            ws_ping_interval=None,
             ws="websockets-sansio",
             timeout_graceful_shutdown=5,
         )

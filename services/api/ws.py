@@ -4,20 +4,25 @@ Authenticates, greets with `hello` (always the first frame), replays with
 ?after_seq=N, then answers client frames; live delivery, gap repair and the heartbeat
 are the gateway's (gateway.py), each socket's seq bookkeeping is wsconn.py's.
 
+It is served as plain ASGI in front of the Litestar app (`WebSocketFront`), not as a
+Litestar route: every live frame would otherwise pass four more coroutine layers, and
+each open socket would hold Litestar's connection objects and a deeper call chain;
+at 10,000 sockets both show (docs/benchmarks.md).
+
 Per socket: a bounded send queue, written by a task that exists while frames wait (a
-slow reader is closed with 1013 without stalling the others), a rate limit on client frames (error
-`rate_limited`, then 1008), and a close with 4401 when the token expires.
+slow reader is closed with 1013 without stalling the others), a rate limit on client
+frames (error `rate_limited`, then 1008), and a close with 4401 when the token expires.
 """
 
 import asyncio
 import contextlib
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 import msgspec
 import structlog
-from litestar import WebSocket, websocket
-from litestar.exceptions import WebSocketDisconnect
+from litestar.datastructures import State
 
 from services.api import identity
 from services.api.auth import bearer_token
@@ -36,6 +41,11 @@ CLOSE_BAD_REQUEST = 4400  # a query parameter that is not valid (the reason says
 CLOSE_POLICY = 1008  # kept sending faster than the rate limit
 CLOSE_TOO_BIG = 1009  # a frame over MAX_FRAME (enforced by the server, see entrypoints)
 MAX_FRAME = 64 * 1024
+PATH = "/ws"
+
+Scope = dict[str, Any]
+Receive = Any  # the ASGI receive callable
+Send = Any  # the ASGI send callable
 
 
 class ClientFrame(msgspec.Struct, kw_only=True):
@@ -49,7 +59,6 @@ class ClientFrame(msgspec.Struct, kw_only=True):
 
 
 _client_decoder = msgspec.json.Decoder(ClientFrame)
-_live_decoder = msgspec.json.Decoder(n.Live)
 
 
 def _error(code: str, detail: str) -> dict[str, str]:
@@ -82,7 +91,7 @@ async def _call_and_report(conn: Connection, coro) -> Any:
         return None
 
 
-async def _handle_frame(conn: Connection, gateway: Gateway, raw: str) -> None:
+async def _handle_frame(conn: Connection, gateway: Gateway, raw: str | bytes) -> None:
     nc = gateway.nc
     try:
         frame = _client_decoder.decode(raw)
@@ -155,31 +164,34 @@ async def _handle_frame(conn: Connection, gateway: Gateway, raw: str) -> None:
         )
 
 
-async def _receive(conn: Connection, gateway: Gateway, limit: RateLimit) -> None:
+async def _receive(conn: Connection, gateway: Gateway, receive: Receive, limit: RateLimit) -> None:
     last_warning = -1.0
-    try:
-        while not conn.closed:
-            raw = await conn.socket.receive_text()
-            conn.alive = True
-            now = time.monotonic()
-            verdict = limit.check(now)
-            if verdict is Verdict.CLOSE:
-                conn.close(CLOSE_POLICY)
-                return
-            if verdict is Verdict.DROP:
-                if now - last_warning >= 1.0:
-                    last_warning = now
-                    conn.send(
-                        _error(
-                            "rate_limited",
-                            f"More than {limit.rate:g} frames per second: frames are being "
-                            "dropped; slow down or the socket is closed (1008).",
-                        )
+    while not conn.closed:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            conn.close(1000)
+            return
+        raw = message.get("text")
+        if raw is None:
+            raw = message.get("bytes") or b""
+        conn.alive = True
+        now = time.monotonic()
+        verdict = limit.check(now)
+        if verdict is Verdict.CLOSE:
+            conn.close(CLOSE_POLICY)
+            return
+        if verdict is Verdict.DROP:
+            if now - last_warning >= 1.0:
+                last_warning = now
+                conn.send(
+                    _error(
+                        "rate_limited",
+                        f"More than {limit.rate:g} frames per second: frames are being "
+                        "dropped; slow down or the socket is closed (1008).",
                     )
-                continue
-            await _handle_frame(conn, gateway, raw)
-    except WebSocketDisconnect:
-        conn.close(1000)
+                )
+            continue
+        await _handle_frame(conn, gateway, raw)
 
 
 def after_seq_param(value: str | None) -> int | None:
@@ -213,28 +225,61 @@ async def _greet(conn: Connection, gateway: Gateway, after_seq: int | None, ping
         gateway.watch_gap(conn)
 
 
-@websocket("/ws")
-async def ws_endpoint(socket: WebSocket) -> None:
-    """Authenticate, greet with `hello` (then, with ?after_seq=N, replay every
-    notification after N), then relay live ones and answer frames."""
-    state = socket.app.state
+class WebSocketFront:
+    """ASGI app: GET /ws to `serve_socket`, everything else (HTTP, lifespan) to `app`.
+
+    `state` holds `settings`, `gateway` and `lot_topics` (the Litestar app's state)."""
+
+    def __init__(self, app: Any, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == PATH:
+            await serve_socket(scope, receive, send, self.state)
+        else:
+            await self.app(scope, receive, send)
+
+
+def _query(scope: Scope) -> dict[str, list[str]]:
+    return parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _refuse(send: Send, code: int, reason: str) -> None:
+    await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+
+
+async def serve_socket(scope: Scope, receive: Receive, send: Send, state: State) -> None:
+    """One socket, start to end: authenticate, greet with `hello` (then, with
+    ?after_seq=N, replay every notification after N), then relay live ones and answer
+    frames until either side closes."""
+    if (await receive())["type"] != "websocket.connect":
+        return
     settings = state.settings
-    await socket.accept()
-    token = socket.query_params.get("token") or bearer_token(socket.headers.get("authorization"))
+    await send({"type": "websocket.accept"})
+    query = _query(scope)
+    token = (query.get("token") or [None])[0] or bearer_token(_header(scope, b"authorization"))
     try:
         if not token:
             raise identity.BadToken("missing token: connect with ?token=<access_token>")
         claims = identity.verify_token(settings.jwt_secret, token)
     except identity.BadToken as e:
-        await socket.close(code=CLOSE_UNAUTHORIZED, reason=str(e)[:120])
+        await _refuse(send, CLOSE_UNAUTHORIZED, str(e))
         return
     try:
-        after_seq = after_seq_param(socket.query_params.get("after_seq"))
+        after_seq = after_seq_param((query.get("after_seq") or [None])[0])
     except ValueError as e:
-        await socket.close(code=CLOSE_BAD_REQUEST, reason=str(e)[:120])
+        await _refuse(send, CLOSE_BAD_REQUEST, str(e))
         return
     gateway: Gateway = state.gateway
-    conn = Connection(claims.user_id, settings.ws_send_queue, socket, state.lot_topics)
+    conn = Connection(claims.user_id, settings.ws_send_queue, send, state.lot_topics)
     gateway.attach(conn)  # live ones wait in the connection until `hello` is sent
     WEBSOCKETS.inc()
     expiry = asyncio.get_running_loop().call_later(
@@ -247,7 +292,8 @@ async def ws_endpoint(socket: WebSocket) -> None:
         # sockets); a close decided elsewhere cancels the read (Connection.close).
         conn.reader = asyncio.current_task()
         try:
-            await _receive(conn, gateway, RateLimit(settings.ws_rate, settings.ws_burst))
+            limit = RateLimit(settings.ws_rate, settings.ws_burst)
+            await _receive(conn, gateway, receive, limit)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not conn.closed or task is None or task.cancelling() > 1:
@@ -261,5 +307,5 @@ async def ws_endpoint(socket: WebSocket) -> None:
         await state.lot_topics.detach(conn)
         WEBSOCKETS.dec()
         await conn.flushed(2.0)
-        with contextlib.suppress(Exception):
-            await socket.close(code=conn.close_code)
+        with contextlib.suppress(Exception):  # the peer may be gone already
+            await send({"type": "websocket.close", "code": conn.close_code})

@@ -41,10 +41,12 @@ def _current_task() -> asyncio.Task | None:
 
 class Connection:
     """One socket of `user_id`; `queue_size` frames may wait to be written before the
-    socket counts as too slow and is closed with 1013."""
+    socket counts as too slow and is closed with 1013. `send` is the socket's ASGI send
+    callable (None in tests that only look at the queue)."""
 
     __slots__ = (
         "alive",
+        "asgi_send",
         "busy",
         "close_code",
         "closed",
@@ -62,7 +64,6 @@ class Connection:
         "queue_size",
         "reader",
         "ready",
-        "socket",
         "sync",
         "topics",
         "user_id",
@@ -71,10 +72,10 @@ class Connection:
     )
 
     def __init__(
-        self, user_id: str, queue_size: int, socket: Any = None, lot_topics: Any = None
+        self, user_id: str, queue_size: int, send: Any = None, lot_topics: Any = None
     ) -> None:
         self.user_id = user_id
-        self.socket = socket
+        self.asgi_send = send
         self.lot_topics = lot_topics
         self.queue_size = queue_size
         self.queue: deque[bytes] = deque()
@@ -112,7 +113,7 @@ class Connection:
             self.close(CLOSE_TRY_AGAIN)
             return
         self.queue.append(_encoder.encode(frame))
-        if self.writer is None and self.socket is not None:
+        if self.writer is None and self.asgi_send is not None:
             # A writer task exists only while frames wait: an idle socket costs no task.
             self.writer = asyncio.get_running_loop().create_task(self._write())
 
@@ -132,7 +133,8 @@ class Connection:
         reader is too slow, so it resumes from the inbox instead."""
         try:
             while self.queue and self.close_code != CLOSE_TRY_AGAIN:
-                await self.socket.send_text(self.queue.popleft().decode())
+                frame = self.queue.popleft().decode()
+                await self.asgi_send({"type": "websocket.send", "text": frame})
         except Exception:  # the peer is gone; the reader sees the disconnect
             self.queue.clear()
             self.close(self.close_code)
