@@ -2,6 +2,7 @@
 each seq at most once and in order, gaps held for the gateway, counts never backwards,
 a slow reader closed rather than skipped."""
 
+import asyncio
 import json
 from datetime import UTC, datetime
 
@@ -149,3 +150,37 @@ def test_slow_reader_is_closed_with_1013_not_skipped():
     for seq in (1, 2, 3):
         conn.live(note(seq))
     assert conn.closed and conn.close_code == 1013
+
+
+async def test_frames_are_written_at_once_and_a_send_that_waits_keeps_the_order():
+    written: list[str] = []
+    writable = asyncio.Event()
+    writable.set()
+
+    async def asgi_send(message: dict) -> None:  # like uvicorn's: waits only when paused
+        await writable.wait()
+        written.append(json.loads(message["text"])["type"])
+
+    conn = Connection("u", 100, asgi_send)
+    conn.greet(n.InboxSummary(unread_count=0, last_seq=0, version=0))
+    conn.finish_fetch()
+    conn.live(note(1))
+    assert written == ["hello", "notification"] and conn.writer is None  # no task needed
+    writable.clear()  # the peer reads slowly: the transport paused writing
+    conn.live(note(2))
+    conn.count(5, 9)
+    conn.live(note(3))
+    assert written == ["hello", "notification"] and conn.writer is not None
+    writable.set()
+    await conn.flushed(1.0)
+    assert written == ["hello", "notification", "notification", "unread_count", "notification"]
+    assert conn.writer is None and not conn.queue
+
+
+async def test_a_send_that_fails_closes_the_connection():
+    async def gone(message: dict) -> None:
+        raise ConnectionResetError
+
+    conn = Connection("u", 100, gone)
+    conn.greet(n.InboxSummary(unread_count=0, last_seq=0, version=0))
+    assert conn.closed and not conn.queue
