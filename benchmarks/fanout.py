@@ -138,6 +138,10 @@ class Result:
     frames_per_second: float | None = None
     open_seconds: float | None = None
     api_rss_kb_per_socket: float | None = None
+    # The api's RSS before the sockets and with them open, MB: on an api that held more
+    # sockets earlier, freed memory is reused and the per-socket figure reads low, so
+    # it counts only on a freshly started api.
+    api_rss_mb: tuple[float, float] | None = None
     cpu_ms_per_notification: dict[str, float | None] = field(default_factory=dict)
     pids: dict[str, list[int]] = field(default_factory=dict)  # the processes measured
     client_cpu_ms_per_notification: float | None = None
@@ -194,7 +198,13 @@ class Result:
             f"latency p99: {num(self.latency_ms_p99, ' ms')}",
             f"latency max: {num(self.latency_ms_max, ' ms')}",
             f"delivered notification frames per second: {num(self.frames_per_second, '', 0)}",
-            f"api RSS per socket: {num(self.api_rss_kb_per_socket, ' KB')}",
+            f"api RSS per socket: {num(self.api_rss_kb_per_socket, ' KB')}"
+            + (
+                f" ({self.api_rss_mb[0]:.0f} MB before the sockets, {self.api_rss_mb[1]:.0f} MB "
+                "with them; meaningful on a freshly started api only)"
+                if self.api_rss_mb
+                else ""
+            ),
         ]
         for name in PROCESSES:
             value = self.cpu_ms_per_notification.get(name)
@@ -887,6 +897,7 @@ async def run(options: Options) -> Result:
         result.sockets_failed = len(watchers) - len(opened)
         if rss_before is not None and rss_after is not None:
             result.api_rss_kb_per_socket = (rss_after - rss_before) / 1024 / options.users
+            result.api_rss_mb = (rss_before / 2**20, rss_after / 2**20)
         progress(
             options,
             f"{len(opened):,} sockets open in {result.open_seconds:.1f} s (this client's CPU: "
