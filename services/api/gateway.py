@@ -337,9 +337,9 @@ class Gateway:
         """Our NATS connection came back: whatever was published meanwhile is lost."""
         self.catch_up_all("reconnected")
 
-    def on_slow_consumer(self, sid: int) -> None:
-        """The client library dropped a message of ours (its queue was full)."""
-        if self.sub is not None and sid == self.sub._id:
+    def on_slow_consumer(self, sub: Subscription) -> None:
+        """The client library dropped a message of `sub` (its queue was full)."""
+        if sub is self.sub:
             self.catch_up_all("slow_consumer")
 
     async def _on_sync(self, msg: Msg) -> None:

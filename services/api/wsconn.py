@@ -1,6 +1,7 @@
 """One WebSocket's delivery bookkeeping: which seqs it has accounted for, what waits
-for a missing predecessor, and its send queue. No I/O: the gateway (gateway.py) does
-the fetching and calls these methods; the rules are tested on their own.
+for a missing predecessor, and the writing of its frames (through the socket's ASGI
+send). No NATS or database I/O: the gateway (gateway.py) fetches from the inbox and
+calls these methods; the rules are tested on their own (tests/unit/test_ws_connection.py).
 
 The rules (docs/websocket.md, "Seq, resume and gaps"):
 

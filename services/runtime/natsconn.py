@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import nats
 import structlog
 from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 from nats.errors import SlowConsumerError
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
@@ -29,10 +30,10 @@ log = structlog.get_logger()
 class ConnectionEvents:
     """Listeners a service adds, after connecting, for what core NATS may have lost:
     `reconnected` (awaited after every reconnect) and `slow_consumer` (called with the
-    subscription id whose message the client library dropped)."""
+    subscription whose message the client library dropped)."""
 
     reconnected: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    slow_consumer: list[Callable[[int], None]] = field(default_factory=list)
+    slow_consumer: list[Callable[[Subscription], None]] = field(default_factory=list)
 
     async def _on_reconnected(self) -> None:
         log.warning("reconnected to NATS")
@@ -46,7 +47,7 @@ class ConnectionEvents:
         if isinstance(error, SlowConsumerError):
             log.warning("slow consumer: NATS messages dropped", subject=error.subject)
             for listener in self.slow_consumer:
-                listener(error.sid)
+                listener(error.sub)
         else:
             log.warning("NATS error", error=repr(error))
 

@@ -5,6 +5,7 @@ import contextlib
 from datetime import UTC, datetime, timedelta
 
 import msgspec
+import pytest
 
 from services.contracts import notifier as n
 from services.contracts import subjects
@@ -14,7 +15,7 @@ from services.contracts.ids import uuid7
 from services.notifier.config import Settings
 from services.notifier.entrypoints import serve
 from services.runtime.config import Common
-from services.runtime.micro import call
+from services.runtime.micro import RemoteError, call
 from tests.support import Collector, eventually, running
 
 
@@ -107,3 +108,38 @@ async def test_seq_is_gapless_per_user_with_two_replicas(nc, nats_url, database_
 
 async def _last_seq_is(nc, user_id, seq):
     return (await summary(nc, user_id)).last_seq == seq
+
+
+async def test_summaries_of_many_users_in_their_order_and_announced_at_start(
+    nc, nats_url, database_url
+):
+    driver, owner, nobody = (str(uuid7()) for _ in range(3))
+    syncs = await Collector().start(nc, subjects.NOTIFY_SYNC)
+    async with running(serve, Settings(Common(nats_url, database_url))):
+        await eventually(lambda: _count(syncs, 1))
+        assert syncs.items[0][2]["reason"] == "started"
+        await publish(nc, event(subjects.BOOKING_CREATED, driver, owner))
+
+        async def stored() -> bool:
+            return (await summary(nc, driver)).last_seq == 1
+
+        await eventually(stored)
+        got = await call(
+            nc,
+            subjects.NOTIFIER_INBOX_SUMMARIES,
+            n.InboxSummariesRequest([nobody, owner, driver]),
+            n.InboxSummaries,
+        )
+        assert got.items == [
+            n.InboxSummary(0, 0, 0),
+            await summary(nc, owner),
+            await summary(nc, driver),
+        ]
+        with pytest.raises(RemoteError) as refused:
+            await call(
+                nc,
+                subjects.NOTIFIER_INBOX_SUMMARIES,
+                n.InboxSummariesRequest([driver] * 1001),
+                n.InboxSummaries,
+            )
+        assert refused.value.code == "invalid"
