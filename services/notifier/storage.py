@@ -25,13 +25,18 @@ metadata = sa.MetaData(schema=SCHEMA)
 # One row per user: the last seq handed out. Incrementing it in the same transaction
 # as the insert gives gapless, per-user seqs under any number of replicas (the row
 # lock serialises writers of one user; a rollback gives the number back). `version`
-# grows with every change of the user's inbox.
+# grows with every change of the user's inbox. `unread` counts the user's unread rows,
+# kept by every statement that inserts, reads or deletes one, so an unread count costs
+# O(1) instead of a count(*) that grows with the user's history: the count shown is
+# `unread` minus the unread rows already expired but not yet purged (few, and indexed
+# by ix_notifications_unread_expiring).
 inbox_state = sa.Table(
     "inbox_state",
     metadata,
     sa.Column("user_id", UUID(as_uuid=False), primary_key=True),
     sa.Column("last_seq", sa.BigInteger, nullable=False),
     sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("unread", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 notifications = sa.Table(
@@ -185,9 +190,11 @@ _ALREADY_STORED = sa.text(
 
 _ADVANCE_INBOXES = sa.text(
     """
-    UPDATE notifier.inbox_state AS s SET last_seq = v.last_seq, version = v.version
+    UPDATE notifier.inbox_state AS s
+    SET last_seq = v.last_seq, version = v.version, unread = s.unread + v.added
     FROM unnest(CAST(:user_ids AS uuid[]), CAST(:last_seqs AS bigint[]),
-                CAST(:versions AS bigint[])) AS v(user_id, last_seq, version)
+                CAST(:versions AS bigint[]), CAST(:added AS bigint[]))
+         AS v(user_id, last_seq, version, added)
     WHERE s.user_id = v.user_id
     """
 )
@@ -250,18 +257,19 @@ async def store_many(
         ],
     )
     touched = sorted({i.user_id for i, _, _ in fresh})
+    after = Counter(i.user_id for i, _, _ in fresh)
     await conn.execute(
         _ADVANCE_INBOXES,
         {
             "user_ids": touched,
             "last_seqs": [state[u][0] for u in touched],
             "versions": [state[u][1] for u in touched],
+            "added": [after[u] for u in touched],
         },
     )
     counts = await unread_counts(conn, touched, now)
     # Unread after the k-th new one of a user = final count - (new ones after it),
     # exact because the inbox stays locked until commit.
-    after = Counter(i.user_id for i, _, _ in fresh)
     out = []
     for i, seq, version in fresh:
         after[i.user_id] -= 1
@@ -303,9 +311,17 @@ async def get(conn: AsyncConnection, user_id: str, id: str, now: datetime) -> An
     ).first()
 
 
+_ADD_UNREAD = sa.text("UPDATE notifier.inbox_state SET unread = unread + :delta WHERE user_id = :u")
+
+
+async def _add_unread(conn: AsyncConnection, user_id: str, delta: int) -> None:
+    if delta:
+        await conn.execute(_ADD_UNREAD, {"u": user_id, "delta": delta})
+
+
 async def mark_read(conn: AsyncConnection, user_id: str, id: str, now: datetime) -> Any:
     """Set read_at = now on the user's unread notification `id`; the row after, or None."""
-    return (
+    row = (
         await conn.execute(
             n.update()
             .where(n.c.id == id, n.c.user_id == user_id, n.c.read_at.is_(None))
@@ -313,6 +329,9 @@ async def mark_read(conn: AsyncConnection, user_id: str, id: str, now: datetime)
             .returning(*n.c)
         )
     ).first()
+    if row is not None:
+        await _add_unread(conn, user_id, -1)
+    return row
 
 
 async def mark_all_read(conn: AsyncConnection, user_id: str, now: datetime) -> tuple[int, int]:
@@ -327,14 +346,18 @@ async def mark_all_read(conn: AsyncConnection, user_id: str, now: datetime) -> t
             {"now": now, "u": user_id},
         )
     ).one()
+    await _add_unread(conn, user_id, -int(row[0]))
     return int(row[0]), int(row[1])
 
 
 async def delete(conn: AsyncConnection, user_id: str, id: str) -> Any:
     """Delete the user's notification `id`; the deleted row, or None."""
-    return (
+    row = (
         await conn.execute(n.delete().where(n.c.id == id, n.c.user_id == user_id).returning(*n.c))
     ).first()
+    if row is not None and row.read_at is None:
+        await _add_unread(conn, user_id, -1)
+    return row
 
 
 async def clear_read(conn: AsyncConnection, user_id: str) -> tuple[int, int]:
@@ -378,29 +401,23 @@ async def unread_counts(
     return {r[0]: int(r[1]) for r in rows}
 
 
+# The counter less the unread rows already expired and not yet purged.
+_EXPIRED_UNREAD = """
+    (SELECT count(*) FROM notifier.notifications e
+     WHERE e.user_id = s.user_id AND e.read_at IS NULL
+       AND e.expires_at IS NOT NULL AND e.expires_at <= :now)
+"""
+
 _UNREAD_COUNTS = sa.text(
-    "SELECT user_id::text, count(*) FROM notifier.notifications "
-    "WHERE user_id = ANY(CAST(:ids AS uuid[])) AND read_at IS NULL "
-    "AND (expires_at IS NULL OR expires_at > :now) GROUP BY user_id"
+    f"SELECT s.user_id::text, s.unread - {_EXPIRED_UNREAD} FROM notifier.inbox_state s "
+    "WHERE s.user_id = ANY(CAST(:ids AS uuid[]))"
 )
 
 
 async def summary(conn: AsyncConnection, user_id: str, now: datetime) -> tuple[int, int, int]:
     """(unread_count, last_seq, version) of a user, read in one snapshot; (0, 0, 0) for
     one with no notification."""
-    unread = (
-        sa.select(sa.func.count())
-        .where(n.c.user_id == user_id, n.c.read_at.is_(None), _live(now))
-        .scalar_subquery()
-    )
-    row = (
-        await conn.execute(
-            sa.select(unread, inbox_state.c.last_seq, inbox_state.c.version)
-            .select_from(sa.select(sa.literal(1)).subquery())
-            .outerjoin(inbox_state, inbox_state.c.user_id == user_id)
-        )
-    ).one()
-    return int(row[0]), int(row[1] or 0), int(row[2] or 0)
+    return (await summaries(conn, [user_id], now))[0]
 
 
 async def after_seq(
@@ -586,10 +603,11 @@ _KNOWN_USERS = sa.text(
 _BULK_STORE = sa.text(
     """
     WITH bumped AS (
-        INSERT INTO notifier.inbox_state AS s (user_id, last_seq, version)
-        SELECT r, 1, 1 FROM unnest(CAST(:user_ids AS uuid[])) AS r ORDER BY r
+        INSERT INTO notifier.inbox_state AS s (user_id, last_seq, version, unread)
+        SELECT r, 1, 1, 1 FROM unnest(CAST(:user_ids AS uuid[])) AS r ORDER BY r
         ON CONFLICT (user_id)
-        DO UPDATE SET last_seq = s.last_seq + 1, version = s.version + 1
+        DO UPDATE SET last_seq = s.last_seq + 1, version = s.version + 1,
+                      unread = s.unread + 1
         RETURNING s.user_id, s.last_seq, s.version
     ), inserted AS (
         INSERT INTO notifier.notifications (id, user_id, seq, event_id, type, level,
@@ -702,7 +720,7 @@ async def purge_expired(conn: AsyncConnection, now: datetime, batch: int) -> lis
         .where(inbox_state.c.user_id.in_(user_ids))
         .values(version=inbox_state.c.version + 1)
     )
-    return list(
+    deleted = list(
         (
             await conn.execute(
                 n.delete()
@@ -711,6 +729,22 @@ async def purge_expired(conn: AsyncConnection, now: datetime, batch: int) -> lis
             )
         ).all()
     )
+    unread = Counter(r.user_id for r in deleted if r.read_at is None)
+    if unread:
+        await conn.execute(
+            _SUBTRACT_UNREAD,
+            {"ids": list(unread), "counts": list(unread.values())},
+        )
+    return deleted
+
+
+_SUBTRACT_UNREAD = sa.text(
+    """
+    UPDATE notifier.inbox_state AS s SET unread = s.unread - v.n
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:counts AS bigint[])) AS v(user_id, n)
+    WHERE s.user_id = v.user_id
+    """
+)
 
 
 async def versions(conn: AsyncConnection, user_ids: list[str]) -> dict[str, int]:
@@ -734,10 +768,8 @@ async def summaries(
 
 
 _SUMMARIES = sa.text(
-    """
-    SELECT (SELECT count(*) FROM notifier.notifications n
-            WHERE n.user_id = u.id AND n.read_at IS NULL
-              AND (n.expires_at IS NULL OR n.expires_at > :now)),
+    f"""
+    SELECT coalesce(s.unread - {_EXPIRED_UNREAD}, 0),
            coalesce(s.last_seq, 0), coalesce(s.version, 0)
     FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS u(id, ord)
     LEFT JOIN notifier.inbox_state s ON s.user_id = u.id
