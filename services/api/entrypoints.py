@@ -11,7 +11,7 @@ from services.api.config import Settings
 from services.api.ws import MAX_FRAME, WebSocketFront
 from services.runtime import logs, natsconn
 from services.runtime.db import make_engine
-from services.runtime.lifecycle import every, stop_event, until_stopped
+from services.runtime.lifecycle import every, freeze_startup_objects, stop_event, until_stopped
 from services.runtime.limits import raise_open_file_limit
 from services.runtime.outbox import OutboxRelay
 
@@ -73,6 +73,7 @@ async def serve(
             server_task.result()
             raise RuntimeError(f"the api could not listen on {settings.host}:{settings.port}")
         await asyncio.sleep(0.05)
+    freeze_startup_objects()
     log.info("ready", host=settings.host, port=settings.port)
     if ready is not None:
         ready.set()

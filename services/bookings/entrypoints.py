@@ -24,7 +24,13 @@ from services.contracts.timers import TimerFired
 from services.runtime import logs, natsconn
 from services.runtime.consumer import run_pull_consumer
 from services.runtime.db import make_engine
-from services.runtime.lifecycle import every, started, stop_event, until_stopped
+from services.runtime.lifecycle import (
+    every,
+    freeze_startup_objects,
+    started,
+    stop_event,
+    until_stopped,
+)
 from services.runtime.micro import Endpoint, MicroServer
 from services.runtime.outbox import OutboxRelay
 from services.runtime.probes import start_probes
@@ -139,6 +145,7 @@ async def serve(
     probes = await start_probes(settings.probe_port)
     if probes:
         probes.ready = True
+    freeze_startup_objects()
     log.info("ready")
     if ready is not None:
         ready.set()

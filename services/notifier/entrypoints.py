@@ -19,7 +19,13 @@ from services.notifier.handlers import Deps
 from services.runtime import logs, natsconn
 from services.runtime.consumer import run_pull_consumer
 from services.runtime.db import make_engine
-from services.runtime.lifecycle import every, started, stop_event, until_stopped
+from services.runtime.lifecycle import (
+    every,
+    freeze_startup_objects,
+    started,
+    stop_event,
+    until_stopped,
+)
 from services.runtime.micro import Endpoint, MicroServer
 from services.runtime.probes import start_probes
 
@@ -149,6 +155,7 @@ async def serve(
     if probes:
         probes.ready = True
     await announce("started")
+    freeze_startup_objects()
     log.info("ready")
     if ready is not None:
         ready.set()

@@ -7,7 +7,7 @@ from nats.aio.msg import Msg
 from services.contracts import subjects
 from services.runtime import logs, natsconn
 from services.runtime.consumer import run_pull_consumer
-from services.runtime.lifecycle import started, stop_event, until_stopped
+from services.runtime.lifecycle import freeze_startup_objects, started, stop_event, until_stopped
 from services.runtime.probes import start_probes
 from services.timers import domain, handlers
 from services.timers.config import Settings
@@ -42,6 +42,7 @@ async def serve(
     probes = await start_probes(settings.probe_port)
     if probes:
         probes.ready = True
+    freeze_startup_objects()
     log.info("ready")
     if ready is not None:
         ready.set()
