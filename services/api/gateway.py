@@ -26,7 +26,7 @@ share one request), and the application heartbeat (one loop pings each socket ev
 """
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 import structlog
@@ -166,26 +166,38 @@ class Gateway:
 
     async def _fill_gap(self, conn: Connection) -> None:
         """After GAP_WAIT, fetch the seqs still missing below the lowest pending one."""
-        try:
-            await asyncio.sleep(GAP_WAIT)
-            async with conn.sync:
-                missing = conn.first_missing()
-                if missing is None or conn.closed:
-                    return
-                conn.busy = True
-                try:
-                    after, up_to = missing
-                    items = await self._with_retries(
-                        conn, lambda: self.fetch(conn.user_id, after, up_to)
-                    )
-                    if items is None:
-                        return
-                    WS_REPAIRS.labels("gap").inc()
+        await asyncio.sleep(GAP_WAIT)
+        conn.gap_task = None
+        await self._fill(conn, "gap", conn.first_missing)
+
+    async def catch_up(self, conn: Connection, head: int) -> None:
+        """Send `conn` every pushed notification after its `last_seq` up to `head` (a
+        head the inbox reported; later ones arrive live)."""
+        await self._fill(
+            conn, "catch_up", lambda: (conn.last_seq, head) if conn.last_seq < head else None
+        )
+
+    async def _fill(
+        self, conn: Connection, kind: str, span: Callable[[], tuple[int, int] | None]
+    ) -> None:
+        """Fetch the seqs in `span()` = (after, up_to] from the inbox into `conn`, live
+        ones waiting meanwhile; `span` is read under the connection's lock, and None
+        means nothing is missing any more. `kind` labels the repair metric."""
+        async with conn.sync:
+            missing = span()
+            if missing is None or conn.closed:
+                return
+            after, up_to = missing
+            conn.busy = True
+            try:
+                items = await self._with_retries(
+                    conn, lambda: self.fetch(conn.user_id, after, up_to)
+                )
+                if items is not None:
+                    WS_REPAIRS.labels(kind).inc()
                     conn.filled(items, up_to)
-                finally:
-                    gap_left = conn.finish_fetch()
-        finally:
-            conn.gap_task = None
+            finally:
+                gap_left = conn.finish_fetch()
         if gap_left:
             self.watch_gap(conn)
 
@@ -209,27 +221,6 @@ class Gateway:
                 await asyncio.sleep(delay)
                 delay *= 2
         return None
-
-    async def catch_up(self, conn: Connection, head: int) -> None:
-        """Send `conn` every pushed notification after its `last_seq` up to `head` (a
-        head the inbox reported; later ones arrive live)."""
-        async with conn.sync:
-            if conn.closed or conn.last_seq >= head:
-                return
-            conn.busy = True
-            try:
-                after = conn.last_seq
-                items = await self._with_retries(
-                    conn, lambda: self.fetch(conn.user_id, after, head)
-                )
-                if items is None:
-                    return
-                WS_REPAIRS.labels("catch_up").inc()
-                conn.filled(items, head)
-            finally:
-                gap_left = conn.finish_fetch()
-        if gap_left:
-            self.watch_gap(conn)
 
     def catch_up_all(self, reason: str) -> None:
         """Check every socket here against the inbox (in the background); one run at a
