@@ -64,3 +64,39 @@ class Collector:
 
         self.sub = await nc.subscribe(subject, cb=cb)
         return self
+
+
+async def store_unpublished(database_url: str, user_ids: list[str], title: str) -> None:
+    """One notification per user, committed to the inbox and never published live (as
+    when the notifier dies between its commit and its publish)."""
+    from datetime import UTC, datetime
+
+    from services.contracts.ids import uuid7
+    from services.notifier import storage
+    from services.runtime.db import make_engine
+
+    engine = make_engine(database_url, pool_size=1)
+    now = datetime.now(UTC)
+    try:
+        async with engine.begin() as conn:
+            await storage.store_many(
+                conn,
+                [
+                    storage.NewNotification(
+                        id=str(uuid7()),
+                        user_id=user_id,
+                        event_id=None,
+                        type="admin.message",
+                        level="info",
+                        priority="normal",
+                        title=title,
+                        body="b",
+                        data={},
+                        created_at=now,
+                    )
+                    for user_id in user_ids
+                ],
+                now,
+            )
+    finally:
+        await engine.dispose()

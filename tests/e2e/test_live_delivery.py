@@ -15,19 +15,16 @@ import json
 import signal
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 
-from services.contracts.ids import uuid7
-from services.notifier import storage
 from services.runtime import embedded
-from services.runtime.db import make_engine
 from tests.e2e.conftest import SERVICES, System, auth
 from tests.e2e.test_notifications import Socket, admin_token, known_to_notifier
+from tests.support import store_unpublished
 
 pytestmark = pytest.mark.e2e
 
@@ -75,35 +72,6 @@ async def inbox_seqs(http: httpx.AsyncClient, token: str) -> list[int]:
         if not page["next_cursor"]:
             return sorted(seqs)
         params["cursor"] = page["next_cursor"]
-
-
-async def store_unpublished(database_url: str, user_ids: list[str], title: str) -> None:
-    """One notification per user, committed to the inbox and never published live."""
-    engine = make_engine(database_url)
-    now = datetime.now(UTC)
-    try:
-        async with engine.begin() as conn:
-            await storage.store_many(
-                conn,
-                [
-                    storage.NewNotification(
-                        id=str(uuid7()),
-                        user_id=user_id,
-                        event_id=None,
-                        type="admin.message",
-                        level="info",
-                        priority="normal",
-                        title=title,
-                        body="b",
-                        data={},
-                        created_at=now,
-                    )
-                    for user_id in user_ids
-                ],
-                now,
-            )
-    finally:
-        await engine.dispose()
 
 
 async def test_every_seq_arrives_once_in_order_across_a_nats_restart(database_url, tmp_path):

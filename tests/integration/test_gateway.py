@@ -5,7 +5,6 @@ fetched from the inbox, in order, when the next one arrives."""
 import asyncio
 import contextlib
 import json
-from datetime import UTC, datetime
 
 import httpx
 import websockets
@@ -14,22 +13,19 @@ from services.api import identity
 from services.api.config import Settings as ApiSettings
 from services.api.entrypoints import serve as serve_api
 from services.contracts.ids import uuid7
-from services.notifier import storage
 from services.notifier.config import Settings as NotifierSettings
 from services.notifier.entrypoints import serve as serve_notifier
 from services.runtime.config import Common
-from services.runtime.db import make_engine
 from services.runtime.embedded import free_port
 from tests.integration.test_api import SECRET, auth, register
 from tests.integration.test_notification_center import known
-from tests.support import nats_client, running
+from tests.support import nats_client, running, store_unpublished
 
 
 async def test_a_lost_live_message_is_filled_from_the_inbox_in_order(nats_url, database_url):
     common = Common(nats_url, database_url)
     port = free_port()
     admin = identity.issue_token(SECRET, str(uuid7()), ["admin"], 3600)
-    engine = make_engine(database_url)
     async with contextlib.AsyncExitStack() as stack:
         nc = await stack.enter_async_context(nats_client(nats_url))
         await stack.enter_async_context(running(serve_notifier, NotifierSettings(common)))
@@ -56,25 +52,7 @@ async def test_a_lost_live_message_is_filled_from_the_inbox_in_order(nats_url, d
             websockets.connect(f"ws://127.0.0.1:{port}/ws?token={token}")
         )
         assert json.loads(await ws.recv())["last_seq"] == 1
-        async with engine.begin() as conn:  # stored, never published
-            await storage.store_many(
-                conn,
-                [
-                    storage.NewNotification(
-                        id=str(uuid7()),
-                        user_id=user_id,
-                        event_id=None,
-                        type="admin.message",
-                        level="info",
-                        priority="normal",
-                        title="lost",
-                        body="b",
-                        data={},
-                        created_at=datetime.now(UTC),
-                    )
-                ],
-                datetime.now(UTC),
-            )
+        await store_unpublished(database_url, [user_id], "lost")
         await send("three")
         got = []
         while len(got) < 2:
@@ -94,4 +72,3 @@ async def test_a_lost_live_message_is_filled_from_the_inbox_in_order(nats_url, d
         ):
             assert path in paths, path
         assert "404" in paths["/api/v1/notifications/{notification_id}/read"]["post"]["responses"]
-    await engine.dispose()
