@@ -48,27 +48,31 @@ def dev(host: str, port: int, state_dir: str, no_demo: bool) -> None:
 @main.command()
 @click.argument("service", type=click.Choice(SERVICES))
 def run(service: str) -> None:
-    """Run one service against PARKMATE_NATS_URL and PARKMATE_DATABASE_URL."""
+    """Run one service against PARKMATE_NATS_URL and PARKMATE_DATABASE_URL.
+
+    It checks every setting before connecting to anything, keeps trying to reach NATS
+    and PostgreSQL for PARKMATE_STARTUP_TIMEOUT_SECONDS, and stops at once on SIGTERM.
+    A bad setting, or a dependency still out of reach, is one line and exit code 1.
+    """
     import importlib
+
+    from services.runtime.config import SettingError
+    from services.runtime.natsconn import NatsTooOld
+    from services.runtime.startup import StartupFailed
 
     entry = importlib.import_module(f"services.{service}.entrypoints")
     try:
         asyncio.run(entry.main())
-    except Exception as e:  # a clear one-line reason for operators; the log has the rest
-        from services.runtime.natsconn import NatsTooOld
-
-        if isinstance(e, NatsTooOld):
-            raise click.ClickException(str(e)) from None
-        raise
+    except (SettingError, StartupFailed, NatsTooOld) as e:
+        raise click.ClickException(str(e)) from None
 
 
 @main.command()
 def migrate() -> None:
     """Apply every service's Alembic migrations to PARKMATE_DATABASE_URL."""
-    from services.runtime.config import env
     from services.runtime.migrate import upgrade_all
 
-    upgrade_all(env("DATABASE_URL"))
+    upgrade_all(_database_url())
     click.echo("migrations applied")
 
 
@@ -169,6 +173,16 @@ def replay(
         sys.exit(1)
 
 
+def _database_url() -> str:
+    """PARKMATE_DATABASE_URL, checked; a missing or bad one is a one-line error."""
+    from services.runtime.config import SettingError, env, parse_database_url
+
+    try:
+        return parse_database_url("DATABASE_URL", env("DATABASE_URL"))
+    except SettingError as e:
+        raise click.ClickException(str(e)) from None
+
+
 @main.group()
 def users() -> None:
     """Manage users (writes schema identity at PARKMATE_DATABASE_URL)."""
@@ -190,15 +204,14 @@ def users_create(email: str, password: str, full_name: str, roles: tuple[str, ..
     """Create a user, for example the first admin (`--role admin`)."""
     from services.api.users import Identity
     from services.contracts.errors import DomainError
-    from services.runtime.config import env
     from services.runtime.db import make_engine
 
+    url = _database_url()
+
     async def create() -> None:
-        engine = make_engine(env("DATABASE_URL"), pool_size=1)
+        engine = make_engine(url, pool_size=1)
         try:
-            user = await Identity(engine, "", 0).create_user(
-                email, password, full_name, list(roles)
-            )
+            user = await Identity(engine).create_user(email, password, full_name, list(roles))
             click.echo(f"created {user.email} ({', '.join(user.roles)}) id={user.id}")
         finally:
             await engine.dispose()

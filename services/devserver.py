@@ -112,7 +112,7 @@ async def _run(options: DevOptions, state: Path, nats_url: str, db_url: str) -> 
         if stop.is_set():
             return 0
         if options.demo:
-            await _seed(db_url, nc, secret)
+            await _seed(db_url, nc)
         print(f"Parkmate is ready at http://{options.host}:{options.port}/", flush=True)
         waits = {asyncio.create_task(p.wait()): name for name, p in procs.items()}
         stopper = asyncio.create_task(stop.wait())
@@ -181,7 +181,7 @@ async def _wait_ready(
     return None if stop.is_set() else f"services not ready within {timeout:.0f} s"
 
 
-async def _seed(db_url: str, nc, secret: str) -> None:
+async def _seed(db_url: str, nc) -> None:
     """Demo accounts (password `parkmate`) and one demo lot owned by the demo owner."""
     import sqlalchemy as sa
 
@@ -194,7 +194,7 @@ async def _seed(db_url: str, nc, secret: str) -> None:
 
     engine = make_engine(db_url, pool_size=1)
     try:
-        identity = Identity(engine, secret, 3600)
+        identity = Identity(engine)
         ids = {}
         for email, name, roles in DEMO_USERS:
             async with engine.connect() as conn:

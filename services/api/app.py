@@ -15,6 +15,7 @@ from services.api.config import Settings
 from services.api.errors import exception_handlers
 from services.api.gateway import Gateway
 from services.api.idempotency import IdempotencyMiddleware
+from services.api.logins import Logins
 from services.api.routes import admin_bulk, bookings, lots, notifications, users, vehicles
 from services.api.topics import LotTopics
 from services.api.users import Identity
@@ -54,9 +55,8 @@ def create_app(
             "engine": engine,
             "gateway": gateway,
             "lot_topics": LotTopics(nc),
-            "identity": Identity(
-                engine, settings.jwt_secret, settings.token_seconds, on_identity_commit
-            ),
+            "identity": Identity(engine, on_identity_commit),
+            "logins": Logins(engine, settings.keys, settings.token_seconds, settings.login_limits),
         }
     )
     api = Router(
@@ -75,9 +75,7 @@ def create_app(
         route_handlers=[api, healthz, readyz, metrics, *web_routes(settings)],
         state=state,
         exception_handlers=exception_handlers,
-        middleware=[
-            DefineMiddleware(IdempotencyMiddleware, engine=engine, jwt_secret=settings.jwt_secret)
-        ],
+        middleware=[DefineMiddleware(IdempotencyMiddleware, engine=engine, keys=settings.keys)],
         openapi_config=OpenAPIConfig(
             title="Parkmate",
             version="0.1.0",

@@ -8,6 +8,7 @@ from litestar import Request, Response
 from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy.exc import DBAPIError
 
+from services.api.logins import LoginThrottled
 from services.contracts.errors import DomainError
 from services.runtime.db import DISCONNECTED, is_disconnect
 from services.runtime.micro import RemoteError
@@ -27,12 +28,14 @@ STATUS = {
 }
 
 
-def error_response(status: int, detail: str, extra: dict | None = None) -> Response:
+def error_response(
+    status: int, detail: str, extra: dict | None = None, headers: dict[str, str] | None = None
+) -> Response:
     """Litestar's error shape: {status_code, detail, extra}."""
     body = {"status_code": status, "detail": detail}
     if extra:
         body["extra"] = extra
-    return Response(content=body, status_code=status)
+    return Response(content=body, status_code=status, headers=headers)
 
 
 def handle_service_error(_: Request, exc: Exception) -> Response:
@@ -48,8 +51,15 @@ def handle_database_error(_: Request, exc: Exception) -> Response:
     return error_response(500, "Internal error.")
 
 
+def handle_login_throttled(_: Request, exc: Exception) -> Response:
+    """429 with Retry-After (whole seconds) and a detail saying when to try again."""
+    assert isinstance(exc, LoginThrottled)
+    return error_response(429, exc.detail, headers={"Retry-After": str(exc.retry_after)})
+
+
 exception_handlers = {
     DomainError: handle_service_error,
+    LoginThrottled: handle_login_throttled,
     RemoteError: handle_service_error,
     DBAPIError: handle_database_error,
 }
@@ -71,6 +81,7 @@ _WHEN = {
     404: "No such resource, or none you have a role on.",
     409: "The current state does not allow it (for example the slot is booked).",
     422: "The Idempotency-Key was used with another request.",
+    429: "Too many failed logins: wait the Retry-After seconds.",
     503: "A service behind the api did not answer; retry.",
 }
 

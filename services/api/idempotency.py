@@ -4,7 +4,8 @@ The first request with a key runs and its answer (status, headers, body) is stor
 under (caller, key) with a hash of method, path and body. A retry with the same key
 and body gets the stored answer again (header `Idempotent-Replayed: true`) and creates
 nothing; the same key with another body is 422; a retry while the first is still
-running is 409. Answers of 5xx are not stored, so the client may retry them.
+running is 409. Answers of 5xx and 429 are not stored, so the client may retry them
+(a 429 says when).
 The caller is the token's `sub`, or "anonymous" (register, login).
 Keys are kept for PARKMATE_IDEMPOTENCY_KEY_HOURS (default 24, as Stripe does): a retry
 later than that runs as a new request. `purge_expired` deletes older ones.
@@ -34,15 +35,15 @@ def _json(send_status: int, detail: str):
 
 
 class IdempotencyMiddleware:
-    """ASGI middleware; `engine` reaches schema identity, `jwt_secret` reads the caller."""
+    """ASGI middleware; `engine` reaches schema identity, `keys` read the caller's token."""
 
-    def __init__(self, app, engine: AsyncEngine, jwt_secret: str):
+    def __init__(self, app, engine: AsyncEngine, keys: identity.Keyring):
         self.app = app
         self.engine = engine
         # Single statements run in autocommit: no BEGIN and COMMIT round trips on the
         # path every POST takes (the claim and the stored answer).
         self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.secret = jwt_secret
+        self.keys = keys
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -120,7 +121,7 @@ class IdempotencyMiddleware:
     def _principal(self, authorization: bytes | None) -> str:
         if authorization and authorization.lower().startswith(b"bearer "):
             try:
-                return identity.verify_token(self.secret, authorization[7:].decode()).user_id
+                return identity.verify_token(self.keys, authorization[7:].decode()).user_id
             except identity.BadToken:
                 pass
         return "anonymous"
@@ -153,7 +154,7 @@ class IdempotencyMiddleware:
         finally:
             async with self.autocommit.connect() as conn:
                 where = sa.and_(table.c.principal == principal, table.c.key == key)
-                if status >= 500:
+                if status >= 500 or status == 429:
                     await conn.execute(table.delete().where(where))
                 else:
                     await conn.execute(

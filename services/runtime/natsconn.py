@@ -5,7 +5,6 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import nats
 import structlog
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
@@ -15,8 +14,12 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from services.contracts import subjects
+from services.runtime.config import redact
+from services.runtime.startup import Late, Startup, describe
 
 MIN_SERVER_VERSION = (2, 12, 0)
+# Between attempts to reach the server, at start and after losing it.
+RECONNECT_SECONDS = 0.5
 
 
 class NatsTooOld(RuntimeError):
@@ -52,33 +55,75 @@ class ConnectionEvents:
             log.warning("NATS error", error=repr(error))
 
 
-async def connect(url: str, name: str, events: ConnectionEvents | None = None) -> Client:
+async def connect(
+    url: str,
+    name: str,
+    events: ConnectionEvents | None = None,
+    startup: Startup | None = None,
+) -> Client:
     """Connect for a service: reconnect forever, notice a dead server within ~10 s.
     `events` gets the reconnects and slow-consumer drops (see ConnectionEvents).
+
+    Until the first connection, every failed attempt (one each RECONNECT_SECONDS) is
+    logged as one line. With `startup`, a signal raises Stopping and the deadline raises
+    StartupFailed; without it, this waits for as long as it takes.
 
     Raises NatsTooOld when the server is older than 2.12 (no JetStream message
     schedules, so bookings would never expire).
     """
     events = events or ConnectionEvents()
-    nc = await nats.connect(
+    where = redact(url)
+    nc = Client()
+    connected = False
+    first: list[BaseException] = []  # errors before the first connection
+
+    async def on_error(error: Exception) -> None:
+        if connected:
+            await events._on_error(error)
+            return
+        first.append(error)
+        if startup is not None:
+            startup.log_retry("NATS", where, error, len(first))
+        else:
+            log.warning("NATS not reachable yet; retrying", url=where, error=describe(error))
+
+    connecting = nc.connect(
         url,
         name=name,
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=RECONNECT_SECONDS,
         ping_interval=5,
         max_outstanding_pings=2,
         connect_timeout=5,
         allow_reconnect=True,
         reconnected_cb=events._on_reconnected,
         disconnected_cb=events._on_disconnected,
-        error_cb=events._on_error,
+        error_cb=on_error,
     )
-    check_server_version(
-        nc.connected_server_version.major,
-        nc.connected_server_version.minor,
-        nc.connected_server_version.patch,
-        url,
-    )
+    try:
+        if startup is None:
+            await connecting
+        else:
+            await startup.race(connecting)
+        check_server_version(
+            nc.connected_server_version.major,
+            nc.connected_server_version.minor,
+            nc.connected_server_version.patch,
+            where,
+        )
+    except Late:
+        await nc.close()
+        assert startup is not None
+        raise startup.failed(
+            "NATS",
+            where,
+            first[-1] if first else None,
+            "Check PARKMATE_NATS_URL and that nats-server is running.",
+        ) from None
+    except BaseException:
+        await nc.close()
+        raise
+    connected = True
     return nc
 
 

@@ -67,10 +67,10 @@ class ProbeServer:
         return "404 Not Found", "text/plain", b"not found\n"
 
 
-async def start_probes(port: str | None) -> ProbeServer | None:
-    """Start a ProbeServer on `port` (a string from the environment), or return None."""
-    if not port:
+async def start_probes(port: int | None) -> ProbeServer | None:
+    """Start a ProbeServer on `port`, or return None when it is None."""
+    if port is None:
         return None
-    server = ProbeServer(int(port))
+    server = ProbeServer(port)
     await server.start()
     return server

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 import websockets
 
-from services.api import idempotency
+from services.api import idempotency, identity
 from services.api.config import Settings as ApiSettings
 from services.api.entrypoints import serve as serve_api
 from services.bookings.config import Settings as BookingsSettings
@@ -24,6 +24,7 @@ from services.runtime.embedded import free_port
 from tests.support import running
 
 SECRET = "integration-test-secret-of-32-bytes!"
+KEYS = identity.Keyring.of(SECRET)
 
 
 @pytest.fixture
