@@ -73,9 +73,9 @@ class Logins:
                 {key: tat.timestamp() for key, tat in tats.items()}, limits, now.timestamp()
             )
             if isinstance(decision, throttle.Refused):
-                whose = "this account" if decision.key == account_key else "your address"
+                whose = "for this account" if decision.key == account_key else "from your address"
                 raise LoginThrottled(
-                    f"Too many failed logins for {whose}; try again in {decision.retry_after} s.",
+                    f"Too many failed logins {whose}; try again in {decision.retry_after} s.",
                     decision.retry_after,
                 )
             await storage.set_login_tats(
