@@ -6,7 +6,7 @@ from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.runtime import natsconn
-from services.runtime.config import Common
+from services.runtime.config import Common, redact
 from services.runtime.db import make_engine
 from services.runtime.startup import Startup, wait_for_database
 
@@ -27,7 +27,7 @@ async def connect_all(
     nc = await natsconn.connect(common.nats_url, name, events, startup)
     engine = make_engine(common.database_url, common.db_pool_size)
     try:
-        await wait_for_database(engine, startup)
+        await wait_for_database(engine, redact(common.database_url), startup)
     except BaseException:
         await nc.close()
         await engine.dispose()

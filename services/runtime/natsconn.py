@@ -87,6 +87,10 @@ async def connect(
         else:
             log.warning("NATS not reachable yet; retrying", url=where, error=describe(error))
 
+    async def on_disconnected() -> None:
+        if connected:  # not the close of a connection that never came up
+            await events._on_disconnected()
+
     connecting = nc.connect(
         url,
         name=name,
@@ -97,7 +101,7 @@ async def connect(
         connect_timeout=5,
         allow_reconnect=True,
         reconnected_cb=events._on_reconnected,
-        disconnected_cb=events._on_disconnected,
+        disconnected_cb=on_disconnected,
         error_cb=on_error,
     )
     try:

@@ -129,9 +129,10 @@ class Startup:
         )
 
 
-async def wait_for_database(engine: AsyncEngine, startup: Startup) -> None:
-    """Return once PostgreSQL answers `SELECT 1` through `engine`, retrying every
-    DB_RETRY_SECONDS; raises Stopping or StartupFailed (see Startup.retry)."""
+async def wait_for_database(engine: AsyncEngine, where: str, startup: Startup) -> None:
+    """Return once PostgreSQL (at `where`, as logs show it) answers `SELECT 1` through
+    `engine`, retrying every DB_RETRY_SECONDS; raises Stopping or StartupFailed (see
+    Startup.retry)."""
 
     async def attempt() -> None:
         async with engine.connect() as conn:
@@ -139,7 +140,7 @@ async def wait_for_database(engine: AsyncEngine, startup: Startup) -> None:
 
     await startup.retry(
         "PostgreSQL",
-        engine.url.render_as_string(hide_password=True),
+        where,
         attempt,
         "Check PARKMATE_DATABASE_URL and that the database server is running.",
         DB_RETRY_SECONDS,
