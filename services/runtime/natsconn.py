@@ -75,15 +75,17 @@ async def connect(
     where = redact(url)
     nc = Client()
     connected = False
-    first: list[BaseException] = []  # errors before the first connection
+    failures = 0  # before the first connection
+    last_error: BaseException | None = None
 
     async def on_error(error: Exception) -> None:
+        nonlocal failures, last_error
         if connected:
             await events._on_error(error)
             return
-        first.append(error)
+        failures, last_error = failures + 1, error
         if startup is not None:
-            startup.log_retry("NATS", where, error, len(first))
+            startup.log_retry("NATS", where, error, failures)
         else:
             log.warning("NATS not reachable yet; retrying", url=where, error=describe(error))
 
@@ -121,7 +123,7 @@ async def connect(
         raise startup.failed(
             "NATS",
             where,
-            first[-1] if first else None,
+            last_error,
             "Check PARKMATE_NATS_URL and that nats-server is running.",
         ) from None
     except BaseException:
