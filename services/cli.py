@@ -55,6 +55,13 @@ def run(service: str) -> None:
     A bad setting, or a dependency still out of reach, is one line and exit code 1.
     """
     import importlib
+    import signal
+
+    # A signal while the service's modules load (a second or more) ends the process
+    # quietly with 0, as one while it connects does; the service's own handlers take
+    # over once its loop runs.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
 
     from services.runtime.config import SettingError
     from services.runtime.natsconn import NatsTooOld
