@@ -141,19 +141,10 @@ class IdempotencyMiddleware:
         status = 500
         out_headers: list = []
         chunks: list[bytes] = []
+        start: dict | None = None
+        stored = False
 
-        async def capture(message):
-            nonlocal status, out_headers
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                out_headers = [(k, v) for k, v in message.get("headers", [])]
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, capture)
-        finally:
+        async def store() -> None:
             async with raw_connection(self.engine) as raw:
                 if status >= 500:
                     await raw.execute(_FORGET, principal, key)
@@ -167,6 +158,31 @@ class IdempotencyMiddleware:
                         msgspec.json.encode(headers),
                         b"".join(chunks),
                     )
+
+        async def capture(message):
+            # The answer is stored before its last byte leaves: a client that retries
+            # the moment it has the answer must get it replayed, not a 409 "in progress".
+            nonlocal status, out_headers, start, stored
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                out_headers = [(k, v) for k, v in message.get("headers", [])]
+                start = message
+                return
+            if message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    stored = True
+                    await store()
+                if start is not None:
+                    await send(start)
+                    start = None
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            if not stored:
+                await store()
 
     async def _replay(self, send, row) -> None:
         headers = [

@@ -109,7 +109,13 @@ async def serve(
     await natsconn.ensure_streams(js)
     engine = make_engine(settings.common.database_url)
     relay = OutboxRelay(engine, js, storage.outbox)
-    deps = Deps(engine=engine, payments=SimulatedProvider(), wake_outbox=relay.wake, nc=nc)
+    deps = Deps(
+        engine=engine,
+        payments=SimulatedProvider(),
+        wake_outbox=relay.wake,
+        committed=relay.committed,
+        nc=nc,
+    )
     server = MicroServer(
         nc,
         subjects.BOOKINGS_SERVICE,

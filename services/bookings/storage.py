@@ -5,15 +5,15 @@ from decimal import Decimal
 from typing import NamedTuple
 
 import asyncpg
-import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.contracts.envelope import CloudEvent
+from services.runtime.outbox import Pending, outbox_table
 from services.runtime.outbox import add_event as outbox_add
 from services.runtime.outbox import add_events as outbox_add_many
-from services.runtime.outbox import outbox_table
+from services.runtime.outbox import add_pending as outbox_add_pending
 
 SCHEMA = "bookings"
 metadata = sa.MetaData(schema=SCHEMA)
@@ -117,7 +117,6 @@ bookings = sa.Table(
 )
 
 outbox = outbox_table(metadata)
-_encoder = msgspec.json.Encoder()
 
 
 # ----- queries -----
@@ -131,6 +130,11 @@ async def add_event(conn: AsyncConnection, event: CloudEvent) -> None:
 async def add_events(conn: AsyncConnection, events: list[CloudEvent]) -> None:
     """Write `events` to this schema's outbox, in order, in one round trip."""
     await outbox_add_many(conn, outbox, events)
+
+
+async def add_pending(conn: AsyncConnection, rows: list[Pending]) -> None:
+    """Write outbox `rows` (to hand to the relay after commit), in order, in one round trip."""
+    await outbox_add_pending(conn, outbox, rows)
 
 
 active_count = (
@@ -326,12 +330,12 @@ outbox_rows AS (
 )"""
 
 
-def _outbox_args(events: list[CloudEvent]) -> list:
+def _outbox_args(rows: list[Pending]) -> list:
     return [
-        [e.id for e in events],
-        [e.type for e in events],
-        [_encoder.encode(e) for e in events],
-        [e.time for e in events],
+        [r.event_id for r in rows],
+        [r.subject for r in rows],
+        [r.payload for r in rows],
+        [r.created_at for r in rows],
     ]
 
 
@@ -358,7 +362,7 @@ async def extend_booking(
     added_price: Decimal,
     payment_status: str,
     now: datetime,
-    events: list[CloudEvent],
+    events: list[Pending],
 ) -> bool:
     """Move an active booking's end and write `events` to the outbox, in one statement,
     if the booking is still as `was` (status, version, payment status); False when it
@@ -444,7 +448,7 @@ class NewBooking(NamedTuple):
 
 
 async def rebook(
-    raw: asyncpg.Connection, new: NewBooking, was_version: int, events: list[CloudEvent]
+    raw: asyncpg.Connection, new: NewBooking, was_version: int, events: list[Pending]
 ) -> bool:
     """Insert `new` (renewing the expired booking `new.renewed_from`) and its `events`,
     in one statement, if that booking is still expired at `was_version`; False when it
@@ -458,7 +462,7 @@ async def create_booking(
     new: NewBooking,
     carwash_id: str | None,
     carwash_price: Decimal | None,
-    events: list[CloudEvent],
+    events: list[Pending],
 ) -> bool:
     """Insert `new`, its car-wash order (when `carwash_id`) and its `events`, in one
     statement; False when the slot is removed (nothing written). Raises
@@ -511,7 +515,7 @@ async def slot_to_book(
     return None if record is None else SlotToBook(*record)
 
 
-async def insert_events(raw: asyncpg.Connection, events: list[CloudEvent]) -> None:
+async def insert_events(raw: asyncpg.Connection, events: list[Pending]) -> None:
     """Write `events` to the outbox, in order, in one statement of their own."""
     await raw.execute(
         "WITH changed AS (SELECT 1),"

@@ -29,6 +29,7 @@ from services.contracts.envelope import new_event
 from services.contracts.errors import DomainError
 from services.contracts.ids import uuid7
 from services.runtime.db import raw_connection
+from services.runtime.outbox import pending
 
 
 def _slot_taken(slot_id: str, end: datetime | None) -> DomainError:
@@ -93,10 +94,9 @@ async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
                     amount=money(price, slot.currency),
                     reason=e.reason,
                 )
-                await storage.insert_events(
-                    raw, [new_event(subjects.PAYMENT_FAILED, SOURCE, declined, slot_id)]
-                )
-                deps.wake_outbox()
+                rows = [pending(new_event(subjects.PAYMENT_FAILED, SOURCE, declined, slot_id))]
+                await storage.insert_events(raw, rows)
+                deps.committed(rows)
                 raise DomainError(
                     "payment_required",
                     f"The payment was declined: {e.reason}. Use another payment token or pay cash.",
@@ -137,8 +137,9 @@ async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
                     carwash_id,
                 )
             )
+        rows = [pending(e) for e in events]
         try:
-            made = await storage.create_booking(raw, new, carwash_id, slot.carwash_price, events)
+            made = await storage.create_booking(raw, new, carwash_id, slot.carwash_price, rows)
         except asyncpg.UniqueViolationError as e:
             if e.constraint_name != "uq_bookings_active_slot":
                 raise
@@ -153,7 +154,7 @@ async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
             if payment_status == "paid":
                 await deps.payments.refund(booking_id, price, slot.currency)
             raise DomainError("not_found", f"No slot with id {slot_id}.")
-    deps.wake_outbox()
+    deps.committed(rows)
     await deps.slot_changed(slot.lot_id, slot_id, end)
     return booking_view(row, deps.clock())
 
@@ -260,7 +261,6 @@ async def renew_booking(deps: Deps, req: c.RenewBooking) -> c.BookingView:
             raise DomainError(
                 "conflict", "The booking changed while it was being renewed; renew it again."
             )
-    deps.wake_outbox()
     await deps.slot_changed(renewed.lot_id, renewed.slot_id, renewed.end_time)
     return booking_view(renewed, deps.clock())
 
@@ -309,8 +309,9 @@ async def _try_renewal(
     if isinstance(plan, domain.Refuse):
         data = booking_event_data(row, people.staff_ids, reason=plan.reason)
         refused.append(new_event(subjects.BOOKING_RENEWAL_FAILED, SOURCE, data, row.id))
-        await storage.insert_events(raw, refused)
-        deps.wake_outbox()
+        rows = [pending(e) for e in refused]
+        await storage.insert_events(raw, rows)
+        deps.committed(rows)
         raise DomainError(
             "conflict",
             f"The booking was not renewed: {plan.reason}.",
@@ -329,8 +330,9 @@ async def _try_renewal(
         event = new_event(
             subjects.BOOKING_RENEWED, SOURCE, booking_event_data(renewed, row.staff_ids), row.id
         )
+        rows = [pending(event)]
         applied = await storage.extend_booking(
-            raw, row, plan.end_time, plan.version, plan.renewals, amount, paid, now, [event]
+            raw, row, plan.end_time, plan.version, plan.renewals, amount, paid, now, rows
         )
     else:
         new = storage.NewBooking(
@@ -362,8 +364,9 @@ async def _try_renewal(
         event = new_event(
             subjects.BOOKING_RENEWED, SOURCE, booking_event_data(renewed, row.staff_ids), new.id
         )
+        rows = [pending(event)]
         try:
-            applied = await storage.rebook(raw, new, row.version, [event])
+            applied = await storage.rebook(raw, new, row.version, rows)
         except asyncpg.UniqueViolationError:
             if charged:
                 await deps.payments.refund(charge_id, amount, row.currency)
@@ -374,6 +377,7 @@ async def _try_renewal(
         if charged:
             await deps.payments.refund(charge_id, amount, row.currency)
         return None
+    deps.committed(rows)
     return renewed
 
 
