@@ -16,14 +16,27 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api import identity
 from services.api.storage import idempotency_keys as table
+from services.runtime.db import raw_connection
 
 MAX_KEY = 255
 ABANDONED_AFTER = timedelta(seconds=60)
+
+# The claim and the stored answer are on the path of every POST with a key: single
+# statements on a raw connection (autocommit, no SQLAlchemy per-statement work).
+_CLAIM = (
+    "INSERT INTO identity.idempotency_keys (principal, key, request_hash, created_at) "
+    "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING key"
+)
+_STORE = (
+    "UPDATE identity.idempotency_keys "
+    "SET status_code = $3, response_headers = $4, response_body = $5 "
+    "WHERE principal = $1 AND key = $2"
+)
+_FORGET = "DELETE FROM identity.idempotency_keys WHERE principal = $1 AND key = $2"
 
 
 def _json(send_status: int, detail: str):
@@ -40,9 +53,6 @@ class IdempotencyMiddleware:
     def __init__(self, app, engine: AsyncEngine, keys: identity.Keyring):
         self.app = app
         self.engine = engine
-        # Single statements run in autocommit: no BEGIN and COMMIT round trips on the
-        # path every POST takes (the claim and the stored answer).
-        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.keys = keys
 
     async def __call__(self, scope, receive, send):
@@ -73,15 +83,8 @@ class IdempotencyMiddleware:
             )
         ).hexdigest()
         now = datetime.now(UTC)
-        async with self.autocommit.connect() as conn:
-            claimed = (
-                await conn.execute(
-                    pg_insert(table)
-                    .values(principal=principal, key=key, request_hash=digest, created_at=now)
-                    .on_conflict_do_nothing()
-                    .returning(table.c.key)
-                )
-            ).first()
+        async with raw_connection(self.engine) as raw:
+            claimed = await raw.fetchval(_CLAIM, principal, key, digest, now)
         if claimed is None:
             async with self.engine.begin() as conn:
                 row = (
@@ -139,35 +142,48 @@ class IdempotencyMiddleware:
         status = 500
         out_headers: list = []
         chunks: list[bytes] = []
+        start: dict | None = None
+        stored = False
+
+        async def store() -> None:
+            async with raw_connection(self.engine) as raw:
+                if status >= 500 or status == 429:
+                    await raw.execute(_FORGET, principal, key)
+                else:
+                    headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in out_headers]
+                    await raw.execute(
+                        _STORE,
+                        principal,
+                        key,
+                        status,
+                        msgspec.json.encode(headers),
+                        b"".join(chunks),
+                    )
 
         async def capture(message):
-            nonlocal status, out_headers
+            # The answer is stored before its last byte leaves: a client that retries
+            # the moment it has the answer must get it replayed, not a 409 "in progress".
+            nonlocal status, out_headers, start, stored
             if message["type"] == "http.response.start":
                 status = message["status"]
                 out_headers = [(k, v) for k, v in message.get("headers", [])]
-            elif message["type"] == "http.response.body":
+                start = message
+                return
+            if message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    stored = True
+                    await store()
+                if start is not None:
+                    await send(start)
+                    start = None
             await send(message)
 
         try:
             await self.app(scope, receive, capture)
         finally:
-            async with self.autocommit.connect() as conn:
-                where = sa.and_(table.c.principal == principal, table.c.key == key)
-                if status >= 500 or status == 429:
-                    await conn.execute(table.delete().where(where))
-                else:
-                    await conn.execute(
-                        table.update()
-                        .where(where)
-                        .values(
-                            status_code=status,
-                            response_headers=msgspec.json.encode(
-                                [[k.decode("latin-1"), v.decode("latin-1")] for k, v in out_headers]
-                            ),
-                            response_body=b"".join(chunks),
-                        )
-                    )
+            if not stored:
+                await store()
 
     async def _replay(self, send, row) -> None:
         headers = [

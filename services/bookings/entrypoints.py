@@ -113,7 +113,13 @@ async def serve(
     js = nc.jetstream()
     await natsconn.ensure_streams(js)
     relay = OutboxRelay(engine, js, storage.outbox)
-    deps = Deps(engine=engine, payments=SimulatedProvider(), wake_outbox=relay.wake, nc=nc)
+    deps = Deps(
+        engine=engine,
+        payments=SimulatedProvider(),
+        wake_outbox=relay.wake,
+        committed=relay.committed,
+        nc=nc,
+    )
     server = MicroServer(
         nc,
         subjects.BOOKINGS_SERVICE,

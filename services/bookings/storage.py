@@ -1,15 +1,19 @@
 """Tables of schema `bookings` (SQLAlchemy Core) and the queries handlers share."""
 
 from datetime import datetime
+from decimal import Decimal
+from typing import NamedTuple
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.contracts.envelope import CloudEvent
+from services.runtime.outbox import Pending, outbox_table
 from services.runtime.outbox import add_event as outbox_add
 from services.runtime.outbox import add_events as outbox_add_many
-from services.runtime.outbox import outbox_table
+from services.runtime.outbox import add_pending as outbox_add_pending
 
 SCHEMA = "bookings"
 metadata = sa.MetaData(schema=SCHEMA)
@@ -128,6 +132,11 @@ async def add_events(conn: AsyncConnection, events: list[CloudEvent]) -> None:
     await outbox_add_many(conn, outbox, events)
 
 
+async def add_pending(conn: AsyncConnection, rows: list[Pending]) -> None:
+    """Write outbox `rows` (to hand to the relay after commit), in order, in one round trip."""
+    await outbox_add_pending(conn, outbox, rows)
+
+
 active_count = (
     sa.select(sa.func.count())
     .where(bookings.c.lot_id == lots.c.id, bookings.c.status == "active")
@@ -236,3 +245,281 @@ async def staff_ids(conn: AsyncConnection, lot_id: str) -> list[str]:
         sa.select(staff.c.user_id).where(staff.c.lot_id == lot_id).order_by(staff.c.assigned_at)
     )
     return [r.user_id for r in rows]
+
+
+# ----- hot paths: one statement per step on a raw asyncpg connection -----
+#
+# Creates and renewals are most of the traffic (a city's day is ~160,000 renewals), so
+# they skip SQLAlchemy and the transaction: one read, then one data-modifying statement
+# that also writes the outbox row, applied only if the booking is still as it was read
+# (optimistic: status, version and payment status in the WHERE). Nothing else runs
+# between read and write, so a lost race is retried from the read.
+
+
+class BookingRow(NamedTuple):
+    """A booking with its slot label, lot terms, car-wash order and lot staff (what
+    `booking_with_context` selects), plus `slot_taken`: another booking holds its slot."""
+
+    id: str
+    lot_id: str
+    slot_id: str
+    user_id: str
+    vehicle_id: str | None
+    status: str
+    start_time: datetime
+    end_time: datetime
+    version: int
+    renewals: int
+    price: Decimal
+    currency: str
+    payment_method: str
+    payment_status: str
+    warned_version: int | None
+    renewed_from: str | None
+    created_at: datetime
+    updated_at: datetime
+    slot_label: str
+    owner_id: str
+    lot_name: str
+    booking_seconds: int
+    warning_seconds: int
+    renew_grace_seconds: int
+    max_renewals: int | None
+    lot_price_per_hour: Decimal
+    lot_carwash_price: Decimal | None
+    carwash_id: str | None
+    carwash_status: str | None
+    staff_ids: list[str]
+    slot_taken: bool
+
+
+_BOOKING_SQL = """
+SELECT b.id::text, b.lot_id::text, b.slot_id::text, b.user_id::text, b.vehicle_id::text,
+       b.status, b.start_time, b.end_time, b.version, b.renewals, b.price, b.currency,
+       b.payment_method, b.payment_status, b.warned_version, b.renewed_from::text,
+       b.created_at, b.updated_at,
+       s.label, l.owner_id::text, l.name, l.booking_seconds, l.warning_seconds,
+       l.renew_grace_seconds, l.max_renewals, l.price_per_hour, l.carwash_price,
+       w.id::text, w.status,
+       coalesce((SELECT array_agg(st.user_id::text ORDER BY st.assigned_at)
+                 FROM bookings.staff st WHERE st.lot_id = b.lot_id), '{}'),
+       EXISTS (SELECT 1 FROM bookings.bookings o
+               WHERE o.slot_id = b.slot_id AND o.status = 'active' AND o.id <> b.id)
+FROM bookings.bookings b
+JOIN bookings.slots s ON s.id = b.slot_id
+JOIN bookings.lots l ON l.id = b.lot_id
+LEFT JOIN bookings.carwash_orders w ON w.booking_id = b.id
+WHERE b.id = $1
+"""
+
+
+async def fetch_booking(raw: asyncpg.Connection, booking_id: str) -> BookingRow | None:
+    """The booking with its context (see BookingRow), or None; no lock taken."""
+    record = await raw.fetchrow(_BOOKING_SQL, booking_id)
+    return None if record is None else BookingRow(*record)
+
+
+_OUTBOX_ROWS = """
+outbox_rows AS (
+    INSERT INTO bookings.outbox (event_id, subject, payload, created_at)
+    SELECT e.event_id, e.subject, e.payload, e.created_at
+    FROM changed, unnest(${ids}::uuid[], ${subjects}::text[], ${payloads}::bytea[],
+                         ${times}::timestamptz[]) WITH ORDINALITY
+         AS e(event_id, subject, payload, created_at, n)
+    ORDER BY e.n
+)"""
+
+
+def _outbox_args(rows: list[Pending]) -> list:
+    return [
+        [r.event_id for r in rows],
+        [r.subject for r in rows],
+        [r.payload for r in rows],
+        [r.created_at for r in rows],
+    ]
+
+
+_EXTEND_SQL = (
+    """
+WITH changed AS (
+    UPDATE bookings.bookings
+    SET end_time = $5, version = $6, renewals = $7, price = price + $8,
+        payment_status = $9, updated_at = $10
+    WHERE id = $1 AND status = $2 AND version = $3 AND payment_status = $4
+    RETURNING id
+),"""
+    + _OUTBOX_ROWS.format(ids=11, subjects=12, payloads=13, times=14)
+    + "\nSELECT count(*) FROM changed"
+)
+
+
+async def extend_booking(
+    raw: asyncpg.Connection,
+    was: BookingRow,
+    end_time: datetime,
+    version: int,
+    renewals: int,
+    added_price: Decimal,
+    payment_status: str,
+    now: datetime,
+    events: list[Pending],
+) -> bool:
+    """Move an active booking's end and write `events` to the outbox, in one statement,
+    if the booking is still as `was` (status, version, payment status); False when it
+    changed since it was read (nothing written)."""
+    applied = await raw.fetchval(
+        _EXTEND_SQL,
+        was.id,
+        was.status,
+        was.version,
+        was.payment_status,
+        end_time,
+        version,
+        renewals,
+        added_price,
+        payment_status,
+        now,
+        *_outbox_args(events),
+    )
+    return applied == 1
+
+
+_INSERT_BOOKING = """
+INSERT INTO bookings.bookings (id, lot_id, slot_id, user_id, vehicle_id, status,
+    start_time, end_time, version, renewals, price, currency, payment_method,
+    payment_status, renewed_from, created_at, updated_at)
+SELECT $1::uuid, $2::uuid, $3::uuid, $4::uuid, $5::uuid, 'active', $6::timestamptz,
+    $7::timestamptz, 1, $8::int, $9::numeric, $10::text, $11::text, $12::text, $13::uuid,
+    $14::timestamptz, $14::timestamptz
+"""
+
+_REBOOK_SQL = (
+    """
+WITH changed AS ("""
+    + _INSERT_BOOKING
+    + """
+    WHERE EXISTS (SELECT 1 FROM bookings.bookings
+                  WHERE id = $13 AND status = 'expired' AND version = $15)
+    RETURNING id
+),"""
+    + _OUTBOX_ROWS.format(ids=16, subjects=17, payloads=18, times=19)
+    + "\nSELECT count(*) FROM changed"
+)
+
+_CREATE_SQL = (
+    """
+WITH alive AS (
+    -- FOR SHARE: a concurrent removal of the slot waits for us, or we for it.
+    SELECT id FROM bookings.slots WHERE id = $3 AND removed_at IS NULL FOR SHARE
+), changed AS ("""
+    + _INSERT_BOOKING
+    + """
+    WHERE EXISTS (SELECT 1 FROM alive)
+    RETURNING id
+), carwash AS (
+    INSERT INTO bookings.carwash_orders (id, booking_id, lot_id, status, price, currency,
+        created_at, updated_at)
+    SELECT $15::uuid, changed.id, $2::uuid, 'requested', $16::numeric, $10::text,
+        $14::timestamptz, $14::timestamptz
+    FROM changed WHERE $15::uuid IS NOT NULL
+),"""
+    + _OUTBOX_ROWS.format(ids=17, subjects=18, payloads=19, times=20)
+    + "\nSELECT count(*) FROM changed"
+)
+
+
+class NewBooking(NamedTuple):
+    """The columns of a new active booking (version 1); times are UTC datetimes."""
+
+    id: str
+    lot_id: str
+    slot_id: str
+    user_id: str
+    vehicle_id: str | None
+    start_time: datetime
+    end_time: datetime
+    renewals: int
+    price: Decimal
+    currency: str
+    payment_method: str
+    payment_status: str
+    renewed_from: str | None
+    created_at: datetime
+
+
+async def rebook(
+    raw: asyncpg.Connection, new: NewBooking, was_version: int, events: list[Pending]
+) -> bool:
+    """Insert `new` (renewing the expired booking `new.renewed_from`) and its `events`,
+    in one statement, if that booking is still expired at `was_version`; False when it
+    changed. Raises asyncpg.UniqueViolationError when the slot has an active booking."""
+    applied = await raw.fetchval(_REBOOK_SQL, *new, was_version, *_outbox_args(events))
+    return applied == 1
+
+
+async def create_booking(
+    raw: asyncpg.Connection,
+    new: NewBooking,
+    carwash_id: str | None,
+    carwash_price: Decimal | None,
+    events: list[Pending],
+) -> bool:
+    """Insert `new`, its car-wash order (when `carwash_id`) and its `events`, in one
+    statement; False when the slot is removed (nothing written). Raises
+    asyncpg.UniqueViolationError when the slot has an active booking."""
+    applied = await raw.fetchval(
+        _CREATE_SQL, *new, carwash_id, carwash_price, *_outbox_args(events)
+    )
+    return applied == 1
+
+
+class SlotToBook(NamedTuple):
+    """What a create checks and copies: the slot's lot terms and people, the end of the
+    slot's active booking (None when free), and whether the vehicle is the driver's."""
+
+    lot_id: str
+    label: str
+    booking_seconds: int
+    warning_seconds: int
+    renew_grace_seconds: int
+    max_renewals: int | None
+    price_per_hour: Decimal
+    currency: str
+    owner_id: str
+    name: str
+    carwash_price: Decimal | None
+    booked_until: datetime | None
+    vehicle_is_mine: bool
+    staff_ids: list[str]
+
+
+_SLOT_TO_BOOK_SQL = """
+SELECT s.lot_id::text, s.label, l.booking_seconds, l.warning_seconds,
+       l.renew_grace_seconds, l.max_renewals, l.price_per_hour,
+       l.currency, l.owner_id::text, l.name, l.carwash_price,
+       (SELECT b.end_time FROM bookings.bookings b
+        WHERE b.slot_id = s.id AND b.status = 'active'),
+       EXISTS (SELECT 1 FROM bookings.vehicles v WHERE v.id = $2::uuid AND v.user_id = $3::uuid),
+       coalesce((SELECT array_agg(st.user_id::text ORDER BY st.assigned_at)
+                 FROM bookings.staff st WHERE st.lot_id = s.lot_id), '{}')
+FROM bookings.slots s JOIN bookings.lots l ON l.id = s.lot_id
+WHERE s.id = $1 AND s.removed_at IS NULL
+"""
+
+
+async def slot_to_book(
+    raw: asyncpg.Connection, slot_id: str, vehicle_id: str | None, user_id: str
+) -> SlotToBook | None:
+    """The slot (not removed) with what a create needs, or None; no lock taken."""
+    record = await raw.fetchrow(_SLOT_TO_BOOK_SQL, slot_id, vehicle_id, user_id)
+    return None if record is None else SlotToBook(*record)
+
+
+async def insert_events(raw: asyncpg.Connection, events: list[Pending]) -> None:
+    """Write `events` to the outbox, in order, in one statement of their own."""
+    await raw.execute(
+        "WITH changed AS (SELECT 1),"
+        + _OUTBOX_ROWS.format(ids=1, subjects=2, payloads=3, times=4)
+        + " SELECT 1",
+        *_outbox_args(events),
+    )

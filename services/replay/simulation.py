@@ -568,15 +568,33 @@ class Simulation:
 
     async def _until_cars_done(self, tasks: list[asyncio.Task]) -> None:
         """Wait for every car; once the plan is over, give up on cars still waiting
-        when nothing (no car finished, no frame arrived) moved for `drain_seconds`."""
-        pending, moved, heard = set(tasks), time.time(), -1
+        when nothing (no car finished, no frame arrived) moved for `drain_seconds`.
+
+        Counts finished cars with one done-callback per task: `asyncio.wait` on tens of
+        thousands of tasks every second re-registers a callback on each (O(cars) per
+        call), which made it the replay's own hottest line (py-spy, whole-city replay).
+        """
+        left = len(tasks)
+        finished = asyncio.Event()
+
+        def one_done(_: asyncio.Task) -> None:
+            nonlocal left
+            left -= 1
+            if left == 0:
+                finished.set()
+
+        for task in tasks:
+            task.add_done_callback(one_done)
+        moved, heard, seen = time.time(), -1, left
         over = self.wall(self.plan.last + self.plan.booking_seconds)
-        while pending:
-            done, pending = await asyncio.wait(pending, timeout=1.0)
+        while left:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), 1.0)
             frames = sum(len(w.received) for w in self.watchers.values())
-            if done or frames != heard:
-                moved, heard = time.time(), frames
-            if pending and time.time() > over and time.time() - moved > self.o.drain_seconds:
+            if left != seen or frames != heard:
+                moved, heard, seen = time.time(), frames, left
+            if left and time.time() > over and time.time() - moved > self.o.drain_seconds:
+                pending = [t for t in tasks if not t.done()]
                 self.stats.errors["cars still waiting for a warning when nothing moved"] += len(
                     pending
                 )

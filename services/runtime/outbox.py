@@ -1,16 +1,26 @@
 """The transactional outbox: events written with the state change, published after commit.
 
-A service writes each event in the same transaction as its state change
-(`add_event`). `OutboxRelay` claims unpublished rows (FOR UPDATE SKIP LOCKED, so
-replicas share the work), publishes each to JetStream with `Nats-Msg-Id` = event id
-(a re-publish after a crash is dropped by the stream's duplicate window) and marks them
-published, in commit order. It wakes on `wake()` after a local commit and polls every
-`poll_seconds` for commits made elsewhere. Published rows are deleted after
-`keep_seconds`.
+A service writes each event in the same transaction (or the same statement) as its
+state change (`add_event`, `add_pending`). `OutboxRelay` then publishes it to JetStream
+with `Nats-Msg-Id` = event id, so a re-publish after a crash is dropped by the stream's
+duplicate window. Two ways lead there, both run by the relay's one task, so events
+leave a process in the order they were handed over:
+
+- The fast way, for the hot paths: after its commit the handler hands the rows it
+  wrote to `committed()`. The relay publishes them at once and deletes their rows, one
+  DELETE per batch: no read of the outbox, no transaction. (Before: BEGIN, SELECT FOR
+  UPDATE, UPDATE, COMMIT per batch, and at a few events a second, a batch was one event.)
+- The safety net: `wake()` after a commit by a path that does not hand its rows over,
+  and a poll every `poll_seconds`, claim unpublished rows (FOR UPDATE SKIP LOCKED, so
+  replicas share the work), publish them in id order and mark them published; a poll
+  takes only rows older than `grace_seconds`, the ones a process crashed before it
+  published, or could not publish. Published rows are deleted after `keep_seconds`.
 """
 
 import asyncio
+from collections import deque
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import msgspec
 import sqlalchemy as sa
@@ -20,6 +30,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.contracts.envelope import CloudEvent
+from services.runtime.db import raw_connection
 from services.runtime.metrics import OUTBOX_PUBLISHED
 from services.runtime.natsconn import publish_in_order
 
@@ -58,6 +69,28 @@ async def add_event(conn: AsyncConnection, table: sa.Table, event: CloudEvent) -
     )
 
 
+class Pending(NamedTuple):
+    """An outbox row as written and as handed to `OutboxRelay.committed`: the event id
+    (its Nats-Msg-Id), the subject (the event type), the encoded CloudEvent, and when
+    it was created (a UTC datetime)."""
+
+    event_id: str
+    subject: str
+    payload: bytes
+    created_at: datetime
+
+
+def pending(event: CloudEvent) -> Pending:
+    """The outbox row of `event` (encoded once, for the insert and the publish)."""
+    return Pending(event.id, event.type, _encoder.encode(event), event.time)
+
+
+async def add_pending(conn: AsyncConnection, table: sa.Table, rows: list[Pending]) -> None:
+    """Write `rows` to the outbox in the caller's transaction, in order, in one round trip."""
+    if rows:
+        await conn.execute(table.insert(), [r._asdict() for r in rows])
+
+
 async def add_events(conn: AsyncConnection, table: sa.Table, events: list[CloudEvent]) -> None:
     """`add_event` for many events in one round trip (an executemany), in this order."""
     if not events:
@@ -77,7 +110,11 @@ async def add_events(conn: AsyncConnection, table: sa.Table, events: list[CloudE
 
 
 class OutboxRelay:
-    """Publishes an outbox table's committed events to JetStream (see module docstring)."""
+    """Publishes an outbox table's committed events to JetStream (see module docstring).
+
+    `max_queued` bounds the rows held in memory for the fast way; beyond it (NATS down
+    for long) they are dropped from memory and the poll publishes them from the table.
+    """
 
     def __init__(
         self,
@@ -87,6 +124,8 @@ class OutboxRelay:
         poll_seconds: float = 1.0,
         batch: int = 200,
         keep_seconds: float = 3600.0,
+        grace_seconds: float = 5.0,
+        max_queued: int = 20_000,
     ):
         self._engine = engine
         self._js = js
@@ -94,44 +133,100 @@ class OutboxRelay:
         self._poll = poll_seconds
         self._batch = batch
         self._keep = timedelta(seconds=keep_seconds)
+        self._grace = timedelta(seconds=grace_seconds)
+        self._max_queued = max_queued
+        self._queue: deque[Pending] = deque()
+        self._woken = False
         self._wake = asyncio.Event()
         self._stopping = False
         self._last_cleanup = datetime.now(UTC)
+        self._delete = (
+            f'DELETE FROM "{table.schema}"."{table.name}" WHERE event_id = ANY($1::uuid[])'
+        )
 
     def wake(self) -> None:
+        """A commit wrote rows it does not hand over: claim them from the table now."""
+        self._woken = True
+        self._wake.set()
+
+    def committed(self, rows: list[Pending]) -> None:
+        """Rows this process just committed: publish them at once, in this order."""
+        if len(self._queue) + len(rows) > self._max_queued:
+            log.warning(
+                "outbox queue full; the poll publishes from the table",
+                table=str(self._table),
+                dropped=len(self._queue),
+            )
+            self._queue.clear()
+            return
+        self._queue.extend(rows)
         self._wake.set()
 
     async def run(self) -> None:
-        """Publish until `stop()`; errors are logged and retried after a pause."""
-        while not self._stopping:
+        """Publish until `stop()`, then what is still queued; errors are logged and
+        retried after a pause."""
+        last_poll = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping or self._queue:
+            self._wake.clear()
+            woken, self._woken = self._woken, False
             try:
-                sent = await self.publish_pending()
+                sent = await self._publish_queued()
+                polling = loop.time() - last_poll >= self._poll
+                if woken or polling:
+                    if polling:
+                        last_poll = loop.time()
+                    sent += await self.publish_pending(None if woken else self._grace)
                 await self._cleanup()
             except Exception:
                 log.exception("outbox relay failed; retrying", table=str(self._table))
+                self._woken = self._woken or woken
+                if self._stopping:
+                    return  # the rows stay in the table for the next start or a replica
                 await asyncio.sleep(1.0)
                 continue
-            if sent == self._batch:
+            if sent or self._queue or self._woken or self._stopping:
                 continue
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self._poll)
             except TimeoutError:
                 pass
 
-    async def publish_pending(self) -> int:
-        """Publish one batch of pending events; return how many were published."""
-        t = self._table
-        async with self._engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(t.c.id, t.c.event_id, t.c.subject, t.c.payload)
-                    .where(t.c.published_at.is_(None))
-                    .order_by(t.c.id)
-                    .limit(self._batch)
-                    .with_for_update(skip_locked=True)
+    async def _publish_queued(self) -> int:
+        """Publish the handed-over rows in order and delete them; a batch that fails goes
+        back to the front of the queue (its rows are still in the table too)."""
+        sent = 0
+        while self._queue:
+            batch = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
+            try:
+                await publish_in_order(
+                    self._js,
+                    [(r.subject, r.payload, {"Nats-Msg-Id": r.event_id}) for r in batch],
                 )
-            ).all()
+            except BaseException:
+                self._queue.extendleft(reversed(batch))
+                raise
+            async with raw_connection(self._engine) as raw:
+                await raw.execute(self._delete, [r.event_id for r in batch])
+            OUTBOX_PUBLISHED.labels(self._table.schema).inc(len(batch))
+            sent += len(batch)
+        return sent
+
+    async def publish_pending(self, grace: timedelta | None = None) -> int:
+        """Publish one batch of unpublished rows from the table (only those older than
+        `grace` when given); return how many were published."""
+        t = self._table
+        query = (
+            sa.select(t.c.id, t.c.event_id, t.c.subject, t.c.payload)
+            .where(t.c.published_at.is_(None))
+            .order_by(t.c.id)
+            .limit(self._batch)
+            .with_for_update(skip_locked=True)
+        )
+        if grace is not None:
+            query = query.where(t.c.created_at < datetime.now(UTC) - grace)
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(query)).all()
             if not rows:
                 return 0
             await publish_in_order(
@@ -156,5 +251,6 @@ class OutboxRelay:
             await conn.execute(t.delete().where(t.c.published_at < now - self._keep))
 
     def stop(self) -> None:
+        """Finish: `run` publishes what is queued, then returns."""
         self._stopping = True
         self._wake.set()

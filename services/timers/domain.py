@@ -2,7 +2,10 @@
 
 A booking has two timers: the warning at end_time - warning_seconds and the expiry
 at end_time (times are UTC datetimes). Created and renewed bookings (re)schedule both;
-cancelled, declined and expired ones remove them.
+cancelled and declined ones remove them. An expired booking needs nothing: it expired
+because its expiry fired, and a one-shot `@at` schedule is gone once it fired (the
+warning fired before it). Where the overdue sweep expired it instead, a schedule still
+to come fires late and is dropped as stale (the booking is no longer active).
 """
 
 from dataclasses import dataclass
@@ -13,7 +16,7 @@ from services.contracts.bookings import BookingEventData
 from services.contracts.timers import TimerFired
 
 SCHEDULING_EVENTS = (subjects.BOOKING_CREATED, subjects.BOOKING_RENEWED)
-REMOVING_EVENTS = (subjects.BOOKING_CANCELLED, subjects.BOOKING_DECLINED, subjects.BOOKING_EXPIRED)
+REMOVING_EVENTS = (subjects.BOOKING_CANCELLED, subjects.BOOKING_DECLINED)
 
 
 @dataclass(frozen=True)

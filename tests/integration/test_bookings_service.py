@@ -325,3 +325,82 @@ async def test_one_batch_of_fires_is_applied_in_order_per_booking(nats_url, data
         assert [e.subject for _, e in expiring] == [a.id]
         data = msgspec.json.decode(expired[0][1].data, type=c.BookingEventData)
         assert data.status == "expired" and data.version == 1
+
+
+async def test_concurrent_renewals_each_apply_once_in_version_order(bookings):
+    """Renewals write only if the booking is as they read it; the losers of a race read
+    again, so ten at once give ten renewals, versions 2 to 11, events in that order."""
+    lot = await make_lot(bookings)
+    booking = await call(
+        bookings,
+        subjects.BOOKINGS_BOOKING_CREATE,
+        c.CreateBooking(actor=DRIVER, slot_id=lot.slots[0].id),
+        c.BookingView,
+    )
+
+    async def renew():
+        return await call(
+            bookings,
+            subjects.BOOKINGS_BOOKING_RENEW,
+            c.RenewBooking(actor=DRIVER, booking_id=booking.id),
+            c.BookingView,
+            timeout=15,
+        )
+
+    results = await asyncio.gather(*(renew() for _ in range(10)), return_exceptions=True)
+    renewed = [r for r in results if isinstance(r, c.BookingView)]
+    # A renewal that lost RENEW_TRIES races in a row is a 409 to retry, never a half state.
+    lost = [r for r in results if isinstance(r, RemoteError)]
+    assert all(r.code == "conflict" and "renew it again" in r.detail for r in lost)
+    assert len(renewed) + len(lost) == 10 and renewed
+    final = await get(bookings, booking.id)
+    assert final.renewals == len(renewed)
+    assert final.end_time == booking.end_time + timedelta(seconds=60 * len(renewed))
+    assert sorted(r.renewals for r in renewed) == list(range(1, len(renewed) + 1))
+    found = await eventually(
+        lambda: _at_least(events(bookings, subjects.BOOKING_RENEWED), len(renewed))
+    )
+    versions = [msgspec.json.decode(e.data, type=c.BookingEventData).version for _, e in found]
+    assert versions == list(range(2, len(renewed) + 2))
+
+
+async def _at_least(found, n: int):
+    got = await found
+    return got if len(got) >= n else None
+
+
+async def test_renewal_after_the_expiry_rebooks_once_and_never_extends_the_expired(bookings):
+    """An expiry and a renewal race: whichever writes first, the other sees it. Here the
+    expiry wins, so the renewal (within grace, slot free) makes a new booking from the
+    old one, and the old stays expired."""
+    lot = await make_lot(bookings, booking_seconds=1, warning_seconds=0)
+    booking = await call(
+        bookings,
+        subjects.BOOKINGS_BOOKING_CREATE,
+        c.CreateBooking(actor=DRIVER, slot_id=lot.slots[0].id),
+        c.BookingView,
+    )
+    await asyncio.sleep(1.1)  # let the one-second booking end, on purpose
+    await fire(bookings, booking, "expiry", 1)
+    await eventually(lambda: _expired(bookings, booking.id))
+    renewed = await call(
+        bookings,
+        subjects.BOOKINGS_BOOKING_RENEW,
+        c.RenewBooking(actor=DRIVER, booking_id=booking.id),
+        c.BookingView,
+    )
+    assert renewed.id != booking.id and renewed.renewed_from == booking.id
+    assert renewed.status == "active" and renewed.renewals == 1
+    assert (await get(bookings, booking.id)).status == "expired"
+    with pytest.raises(RemoteError) as again:
+        await call(
+            bookings,
+            subjects.BOOKINGS_BOOKING_RENEW,
+            c.RenewBooking(actor=DRIVER, booking_id=booking.id),
+            c.BookingView,
+        )
+    assert again.value.code == "conflict"  # the slot is taken now, by the new booking
+
+
+async def _expired(nc, booking_id):
+    return (await get(nc, booking_id)).status == "expired" or None

@@ -48,3 +48,34 @@ async def test_a_killed_backend_is_unavailable_once_then_recovers(
         await server.stop()
         await nc.close()
         await engine.dispose()
+
+
+async def test_a_killed_backend_under_a_raw_connection_is_unavailable_once(
+    nats_url, database_url, pg_admin_url
+):
+    """The hot paths' raw asyncpg connections: the same promise as above."""
+    from services.runtime.db import raw_connection
+
+    engine = make_engine(database_url, pool_size=1)
+    nc = await nats.connect(nats_url)
+
+    async def handle(_: Ping) -> Pong:
+        async with raw_connection(engine) as raw:
+            return Pong(backend_pid=await raw.fetchval("SELECT pg_backend_pid()"))
+
+    server = MicroServer(
+        nc, "dbtest", "0.0.1", "test", [Endpoint("dbtest.ping", Ping, handle, Pong)]
+    )
+    await server.start()
+    try:
+        first = await call(nc, "dbtest.ping", Ping(), Pong)
+        await _admin_execute(pg_admin_url, f"SELECT pg_terminate_backend({first.backend_pid})")
+        with pytest.raises(RemoteError) as lost:
+            await call(nc, "dbtest.ping", Ping(), Pong)
+        assert lost.value.code == "unavailable"
+        again = await call(nc, "dbtest.ping", Ping(), Pong)
+        assert again.backend_pid != first.backend_pid
+    finally:
+        await server.stop()
+        await nc.close()
+        await engine.dispose()

@@ -129,3 +129,26 @@ async def test_schedules_fire_while_the_timers_process_is_stopped(timers, nats_u
     # The service is stopped now; the server fires on its own.
     await asyncio.sleep(3)
     assert [(f.kind, f.booking_id) for _, f in fired] == [("warning", "b2"), ("expiry", "b2")]
+
+
+async def test_a_fired_schedule_leaves_nothing_so_an_expiry_needs_no_purge(timers, nats_url):
+    """One-shot schedules are removed once they fire, which is why booking.expired is not
+    among the events the timers consumer takes (no purge request per expiry)."""
+    nc, fired = timers
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    js = nc.jetstream()
+    async with running(serve, Settings(nats_url)):
+        await publish(
+            nc, subjects.BOOKING_CREATED, booking_event(subjects.BOOKING_CREATED, "b3", end)
+        )
+        for _ in range(100):
+            if len(fired) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert [f.kind for _, f in fired] == ["warning", "expiry"]
+        info = await js.stream_info(
+            subjects.TIMERS_STREAM, subjects_filter=subjects.timer_schedules_of("b3")
+        )
+        assert not info.state.subjects  # both schedules are gone
+        consumer = await js.consumer_info(subjects.EVENTS_STREAM, "timers")
+        assert subjects.BOOKING_EXPIRED not in consumer.config.filter_subjects

@@ -2,12 +2,13 @@
 
 from datetime import datetime
 
+import asyncpg
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
 from services.bookings import domain, storage
 from services.bookings.handlers.carwash import carwash_event
 from services.bookings.handlers.common import (
+    SOURCE,
     Deps,
     booking_event_data,
     booking_view,
@@ -20,12 +21,15 @@ from services.bookings.handlers.common import (
     parse_id,
 )
 from services.bookings.payments import PaymentDeclined
-from services.bookings.policy import Action, require_on_booking
-from services.bookings.storage import bookings, carwash_orders, lots, slots, staff, vehicles
+from services.bookings.policy import Action, LotPeople, require_on_booking
+from services.bookings.storage import bookings, lots, staff
 from services.contracts import bookings as c
 from services.contracts import subjects
+from services.contracts.envelope import new_event
 from services.contracts.errors import DomainError
 from services.contracts.ids import uuid7
+from services.runtime.db import raw_connection
+from services.runtime.outbox import pending
 
 
 def _slot_taken(slot_id: str, end: datetime | None) -> DomainError:
@@ -42,6 +46,12 @@ def _slot_taken(slot_id: str, end: datetime | None) -> DomainError:
 async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
     """Book a free slot for its lot's booking_seconds from now.
 
+    Two round trips: a read of the slot and its lot, then one statement that inserts the
+    booking, its car-wash order and their events (the outbox rows), and only if the slot
+    is not removed (it holds a FOR SHARE lock on the slot while it runs). The rule "one
+    active booking per slot" is the database's unique index, so it holds under any
+    concurrency and any number of replicas.
+
     Raises DomainError: forbidden (not a driver), not_found (no such slot, or a vehicle
     that is not the caller's), conflict (the slot has an active booking;
     `extra.booked_until` says until when), payment_required (the online payment was
@@ -52,150 +62,140 @@ async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
         raise DomainError("forbidden", "Only drivers can book a slot.")
     slot_id = parse_id(req.slot_id, "slot")
     vehicle_id = None if req.vehicle_id is None else parse_id(req.vehicle_id, "vehicle")
-    # The checks before the charge in one read, outside a transaction (no BEGIN and
-    # ROLLBACK round trips); the insert below re-checks what matters under locks.
-    async with deps.engine.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        slot = (
-            await conn.execute(
-                sa.select(
-                    slots.c.lot_id,
-                    slots.c.label,
-                    lots.c.booking_seconds,
-                    lots.c.price_per_hour,
-                    lots.c.currency,
-                    lots.c.owner_id,
-                    lots.c.name,
-                    lots.c.carwash_price,
-                    sa.select(bookings.c.end_time)
-                    .where(bookings.c.slot_id == slots.c.id, bookings.c.status == "active")
-                    .scalar_subquery()
-                    .label("booked_until"),
-                    sa.exists()
-                    .where(vehicles.c.id == vehicle_id, vehicles.c.user_id == actor.user_id)
-                    .label("vehicle_is_mine"),
-                )
-                .select_from(slots.join(lots, lots.c.id == slots.c.lot_id))
-                .where(slots.c.id == slot_id, slots.c.removed_at.is_(None))
-            )
-        ).first()
-    if slot is None:
-        raise DomainError("not_found", f"No slot with id {slot_id}.")
-    if vehicle_id is not None and not slot.vehicle_is_mine:
-        raise DomainError(
-            "not_found",
-            f"No vehicle with id {req.vehicle_id} is registered to you; see GET /api/v1/vehicles.",
-        )
-    if req.carwash and slot.carwash_price is None:
-        raise DomainError("conflict", "This lot offers no car wash; book without it.")
-    if slot.booked_until is not None:
-        raise _slot_taken(slot_id, slot.booked_until)
-    price = domain.booking_price(slot.price_per_hour, slot.booking_seconds)
-    booking_id = str(uuid7())
-    payment_status = "pending"
-    if req.payment_method == "online":
-        try:
-            await deps.payments.charge(booking_id, price, slot.currency, req.payment_token)
-        except PaymentDeclined as e:
-            async with deps.engine.begin() as conn:
-                await emit(
-                    conn,
-                    subjects.PAYMENT_FAILED,
-                    c.PaymentFailedData(
-                        booking_id=None,
-                        lot_id=slot.lot_id,
-                        lot_name=slot.name,
-                        slot_id=slot_id,
-                        slot_label=slot.label,
-                        driver_id=actor.user_id,
-                        owner_id=slot.owner_id,
-                        amount=money(price, slot.currency),
-                        reason=e.reason,
-                    ),
-                    slot_id,
-                )
-            deps.wake_outbox()
+    async with raw_connection(deps.engine) as raw:
+        slot = await storage.slot_to_book(raw, slot_id, vehicle_id, actor.user_id)
+        if slot is None:
+            raise DomainError("not_found", f"No slot with id {slot_id}.")
+        if vehicle_id is not None and not slot.vehicle_is_mine:
             raise DomainError(
-                "payment_required",
-                f"The payment was declined: {e.reason}. Use another payment token or pay cash.",
-            ) from None
-        payment_status = "paid"
-    now = deps.clock()
-    start, end = domain.new_period(now, slot.booking_seconds)
-    try:
-        async with deps.engine.begin() as conn:
-            # FOR SHARE: a concurrent removal of the slot waits for us, or we for it.
-            alive = (
-                await conn.execute(
-                    sa.select(slots.c.id)
-                    .where(slots.c.id == slot_id, slots.c.removed_at.is_(None))
-                    .with_for_update(read=True)
-                )
-            ).first()
-            if alive is None:
-                raise DomainError("not_found", f"No slot with id {slot_id}.")
-            await conn.execute(
-                bookings.insert().values(
-                    id=booking_id,
+                "not_found",
+                f"No vehicle with id {req.vehicle_id} is registered to you; "
+                "see GET /api/v1/vehicles.",
+            )
+        if req.carwash and slot.carwash_price is None:
+            raise DomainError("conflict", "This lot offers no car wash; book without it.")
+        if slot.booked_until is not None:
+            raise _slot_taken(slot_id, slot.booked_until)
+        price = domain.booking_price(slot.price_per_hour, slot.booking_seconds)
+        booking_id = str(uuid7())
+        payment_status = "pending"
+        if req.payment_method == "online":
+            try:
+                await deps.payments.charge(booking_id, price, slot.currency, req.payment_token)
+            except PaymentDeclined as e:
+                declined = c.PaymentFailedData(
+                    booking_id=None,
                     lot_id=slot.lot_id,
+                    lot_name=slot.name,
                     slot_id=slot_id,
-                    user_id=actor.user_id,
-                    vehicle_id=vehicle_id,
-                    status="active",
-                    start_time=start,
-                    end_time=end,
-                    version=1,
-                    renewals=0,
-                    price=price,
-                    currency=slot.currency,
-                    payment_method=req.payment_method,
-                    payment_status=payment_status,
-                    created_at=now,
-                    updated_at=now,
+                    slot_label=slot.label,
+                    driver_id=actor.user_id,
+                    owner_id=slot.owner_id,
+                    amount=money(price, slot.currency),
+                    reason=e.reason,
                 )
+                rows = [pending(new_event(subjects.PAYMENT_FAILED, SOURCE, declined, slot_id))]
+                await storage.insert_events(raw, rows)
+                deps.committed(rows)
+                raise DomainError(
+                    "payment_required",
+                    f"The payment was declined: {e.reason}. Use another payment token or pay cash.",
+                ) from None
+            payment_status = "paid"
+        now = deps.clock()
+        start, end = domain.new_period(now, slot.booking_seconds)
+        new = storage.NewBooking(
+            id=booking_id,
+            lot_id=slot.lot_id,
+            slot_id=slot_id,
+            user_id=actor.user_id,
+            vehicle_id=vehicle_id,
+            start_time=start,
+            end_time=end,
+            renewals=0,
+            price=price,
+            currency=slot.currency,
+            payment_method=req.payment_method,
+            payment_status=payment_status,
+            renewed_from=None,
+            created_at=now,
+        )
+        carwash_id = str(uuid7()) if req.carwash else None
+        row = _row_of_new(new, slot, carwash_id)
+        people = LotPeople(slot.owner_id, frozenset(slot.staff_ids))
+        events = [
+            new_event(
+                subjects.BOOKING_CREATED, SOURCE, booking_event_data(row, slot.staff_ids), row.id
             )
-            if req.carwash:
-                await conn.execute(
-                    carwash_orders.insert().values(
-                        id=str(uuid7()),
-                        booking_id=booking_id,
-                        lot_id=slot.lot_id,
-                        status="requested",
-                        price=slot.carwash_price,
-                        currency=slot.currency,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-            row, people = await load_booking(conn, booking_id)
-            await emit(
-                conn,
-                subjects.BOOKING_CREATED,
-                booking_event_data(row, people.staff_ids),
-                booking_id,
-            )
-            if req.carwash:
-                await emit(
-                    conn,
+        ]
+        if carwash_id is not None:
+            events.append(
+                new_event(
                     subjects.CARWASH_REQUESTED,
+                    SOURCE,
                     carwash_event(row, people, "requested"),
-                    row.carwash_id,
+                    carwash_id,
                 )
-    except IntegrityError as e:
-        if "uq_bookings_active_slot" not in str(e.orig):
-            raise
-        if payment_status == "paid":
-            await deps.payments.refund(booking_id, price, slot.currency)
-        async with deps.engine.connect() as conn:
-            end = await storage.active_booking_end(conn, slot_id)
-        raise _slot_taken(slot_id, end) from None
-    except DomainError:
-        if payment_status == "paid":
-            await deps.payments.refund(booking_id, price, slot.currency)
-        raise
-    deps.wake_outbox()
+            )
+        rows = [pending(e) for e in events]
+        try:
+            made = await storage.create_booking(raw, new, carwash_id, slot.carwash_price, rows)
+        except asyncpg.UniqueViolationError as e:
+            if e.constraint_name != "uq_bookings_active_slot":
+                raise
+            if payment_status == "paid":
+                await deps.payments.refund(booking_id, price, slot.currency)
+            taken_until = await raw.fetchval(
+                "SELECT end_time FROM bookings.bookings WHERE slot_id = $1 AND status = 'active'",
+                slot_id,
+            )
+            raise _slot_taken(slot_id, taken_until) from None
+        if not made:
+            if payment_status == "paid":
+                await deps.payments.refund(booking_id, price, slot.currency)
+            raise DomainError("not_found", f"No slot with id {slot_id}.")
+    deps.committed(rows)
     await deps.slot_changed(slot.lot_id, slot_id, end)
     return booking_view(row, deps.clock())
+
+
+def _row_of_new(
+    new: storage.NewBooking, slot: storage.SlotToBook, carwash_id: str | None
+) -> storage.BookingRow:
+    """The BookingRow a just-made booking has (no reload after the write)."""
+    return storage.BookingRow(
+        id=new.id,
+        lot_id=new.lot_id,
+        slot_id=new.slot_id,
+        user_id=new.user_id,
+        vehicle_id=new.vehicle_id,
+        status="active",
+        start_time=new.start_time,
+        end_time=new.end_time,
+        version=1,
+        renewals=new.renewals,
+        price=new.price,
+        currency=new.currency,
+        payment_method=new.payment_method,
+        payment_status=new.payment_status,
+        warned_version=None,
+        renewed_from=new.renewed_from,
+        created_at=new.created_at,
+        updated_at=new.created_at,
+        slot_label=slot.label,
+        owner_id=slot.owner_id,
+        lot_name=slot.name,
+        booking_seconds=slot.booking_seconds,
+        warning_seconds=slot.warning_seconds,
+        renew_grace_seconds=slot.renew_grace_seconds,
+        max_renewals=slot.max_renewals,
+        lot_price_per_hour=slot.price_per_hour,
+        lot_carwash_price=slot.carwash_price,
+        carwash_id=carwash_id,
+        carwash_status=None if carwash_id is None else "requested",
+        staff_ids=slot.staff_ids,
+        slot_taken=False,
+    )
 
 
 async def get_booking(deps: Deps, req: c.GetBooking) -> c.BookingView:
@@ -238,122 +238,147 @@ async def list_bookings(deps: Deps, req: c.ListBookings) -> c.BookingPage:
     )
 
 
+RENEW_TRIES = 5
+
+
 async def renew_booking(deps: Deps, req: c.RenewBooking) -> c.BookingView:
     """Renew (its driver only): extend an active booking, or rebook an expired one within
     the lot's grace. Refusals are 409 with the reason, and emit booking.renewal_failed
-    (plus payment.failed when an online charge was declined)."""
-    now = deps.clock()
-    async with deps.engine.begin() as conn:
-        row, people = await load_booking(conn, req.booking_id, for_update=True)
-        require_on_booking(
-            Action.RENEW, req.actor.user_id, req.actor.roles, row.user_id, people, row.id
-        )
-        # An active booking holds its own slot; only an expired one needs it free.
-        slot_free = (
-            row.status == "active" or await storage.active_booking_end(conn, row.slot_id) is None
-        )
-        plan = domain.plan_renewal(
-            domain.BookingState(row.status, row.end_time, row.version, row.renewals),
-            domain.RenewalTerms(row.booking_seconds, row.renew_grace_seconds, row.max_renewals),
-            now,
-            slot_free,
-        )
-        amount = domain.booking_price(row.lot_price_per_hour, row.booking_seconds)
-        if not isinstance(plan, domain.Refuse) and row.payment_method == "online":
-            try:
-                await deps.payments.charge(
-                    f"{row.id}:renewal:{row.renewals + 1}", amount, row.currency, req.payment_token
-                )
-            except PaymentDeclined as e:
-                await emit(
-                    conn,
-                    subjects.PAYMENT_FAILED,
-                    c.PaymentFailedData(
-                        booking_id=row.id,
-                        lot_id=row.lot_id,
-                        lot_name=row.lot_name,
-                        slot_id=row.slot_id,
-                        slot_label=row.slot_label,
-                        driver_id=row.user_id,
-                        owner_id=row.owner_id,
-                        amount=money(amount, row.currency),
-                        reason=e.reason,
-                    ),
-                    row.id,
-                )
-                plan = domain.Refuse(f"the payment was declined ({e.reason})")
-        if isinstance(plan, domain.Refuse):
-            await emit(
-                conn,
-                subjects.BOOKING_RENEWAL_FAILED,
-                booking_event_data(row, people.staff_ids, reason=plan.reason),
-                row.id,
-            )
+    (plus payment.failed when an online charge was declined).
+
+    Two round trips: a read, then one statement that writes the change and its event
+    only if the booking is still as read (`storage.extend_booking`, `storage.rebook`).
+    A booking that changed in between (its expiry fired, another renewal won) is read
+    again, up to RENEW_TRIES times, and then refused as a conflict to retry.
+    """
+    booking_id = parse_id(req.booking_id, "booking")
+    async with raw_connection(deps.engine) as raw:
+        for _ in range(RENEW_TRIES):
+            renewed = await _try_renewal(deps, raw, booking_id, req)
+            if renewed is not None:
+                break
         else:
-            renewed_id = await _apply_renewal(conn, row, plan, amount, now)
-            renewed, _ = await load_booking(conn, renewed_id)
-            await emit(
-                conn,
-                subjects.BOOKING_RENEWED,
-                booking_event_data(renewed, people.staff_ids),
-                renewed_id,
+            raise DomainError(
+                "conflict", "The booking changed while it was being renewed; renew it again."
             )
-    deps.wake_outbox()
+    await deps.slot_changed(renewed.lot_id, renewed.slot_id, renewed.end_time)
+    return booking_view(renewed, deps.clock())
+
+
+async def _try_renewal(
+    deps: Deps, raw, booking_id: str, req: c.RenewBooking
+) -> storage.BookingRow | None:
+    """One read-decide-write round; None when the booking changed since the read."""
+    now = deps.clock()
+    row = await storage.fetch_booking(raw, booking_id)
+    if row is None:
+        raise DomainError("not_found", f"No booking with id {req.booking_id}.")
+    people = LotPeople(row.owner_id, frozenset(row.staff_ids))
+    require_on_booking(
+        Action.RENEW, req.actor.user_id, req.actor.roles, row.user_id, people, row.id
+    )
+    # An active booking holds its own slot; only an expired one needs it free.
+    plan = domain.plan_renewal(
+        domain.BookingState(row.status, row.end_time, row.version, row.renewals),
+        domain.RenewalTerms(row.booking_seconds, row.renew_grace_seconds, row.max_renewals),
+        now,
+        row.status == "active" or not row.slot_taken,
+    )
+    amount = domain.booking_price(row.lot_price_per_hour, row.booking_seconds)
+    charge_id = f"{row.id}:renewal:{row.renewals + 1}"
+    charged = False
+    refused: list = []
+    if not isinstance(plan, domain.Refuse) and row.payment_method == "online":
+        try:
+            await deps.payments.charge(charge_id, amount, row.currency, req.payment_token)
+            charged = True
+        except PaymentDeclined as e:
+            declined = c.PaymentFailedData(
+                booking_id=row.id,
+                lot_id=row.lot_id,
+                lot_name=row.lot_name,
+                slot_id=row.slot_id,
+                slot_label=row.slot_label,
+                driver_id=row.user_id,
+                owner_id=row.owner_id,
+                amount=money(amount, row.currency),
+                reason=e.reason,
+            )
+            refused.append(new_event(subjects.PAYMENT_FAILED, SOURCE, declined, row.id))
+            plan = domain.Refuse(f"the payment was declined ({e.reason})")
     if isinstance(plan, domain.Refuse):
+        data = booking_event_data(row, people.staff_ids, reason=plan.reason)
+        refused.append(new_event(subjects.BOOKING_RENEWAL_FAILED, SOURCE, data, row.id))
+        rows = [pending(e) for e in refused]
+        await storage.insert_events(raw, rows)
+        deps.committed(rows)
         raise DomainError(
             "conflict",
             f"The booking was not renewed: {plan.reason}.",
             {"reason": plan.reason, "booking_id": row.id},
         )
-    await deps.slot_changed(renewed.lot_id, renewed.slot_id, renewed.end_time)
-    return booking_view(renewed, deps.clock())
-
-
-async def _apply_renewal(conn, row, plan, amount, now) -> str:
     paid = "paid" if row.payment_method == "online" else "pending"
     if isinstance(plan, domain.Extend):
-        await conn.execute(
-            bookings.update()
-            .where(bookings.c.id == row.id)
-            .values(
-                end_time=plan.end_time,
-                version=plan.version,
-                renewals=plan.renewals,
-                price=row.price + amount,
-                payment_status=paid,
-                updated_at=now,
-            )
+        renewed = row._replace(
+            end_time=plan.end_time,
+            version=plan.version,
+            renewals=plan.renewals,
+            price=row.price + amount,
+            payment_status=paid,
+            updated_at=now,
         )
-        return row.id
-    new_id = str(uuid7())
-    try:
-        async with conn.begin_nested():
-            await conn.execute(
-                bookings.insert().values(
-                    id=new_id,
-                    lot_id=row.lot_id,
-                    slot_id=row.slot_id,
-                    user_id=row.user_id,
-                    vehicle_id=row.vehicle_id,
-                    status="active",
-                    start_time=plan.start_time,
-                    end_time=plan.end_time,
-                    version=1,
-                    renewals=plan.renewals,
-                    price=amount,
-                    currency=row.currency,
-                    payment_method=row.payment_method,
-                    payment_status=paid,
-                    renewed_from=row.id,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-    except IntegrityError:
-        raise DomainError(
-            "conflict", "The slot was taken by someone else a moment ago; book another slot."
-        ) from None
-    return new_id
+        event = new_event(
+            subjects.BOOKING_RENEWED, SOURCE, booking_event_data(renewed, row.staff_ids), row.id
+        )
+        rows = [pending(event)]
+        applied = await storage.extend_booking(
+            raw, row, plan.end_time, plan.version, plan.renewals, amount, paid, now, rows
+        )
+    else:
+        new = storage.NewBooking(
+            id=str(uuid7()),
+            lot_id=row.lot_id,
+            slot_id=row.slot_id,
+            user_id=row.user_id,
+            vehicle_id=row.vehicle_id,
+            start_time=plan.start_time,
+            end_time=plan.end_time,
+            renewals=plan.renewals,
+            price=amount,
+            currency=row.currency,
+            payment_method=row.payment_method,
+            payment_status=paid,
+            renewed_from=row.id,
+            created_at=now,
+        )
+        renewed = row._replace(
+            **new._asdict(),
+            status="active",
+            version=1,
+            warned_version=None,
+            updated_at=now,
+            carwash_id=None,
+            carwash_status=None,
+            slot_taken=False,
+        )
+        event = new_event(
+            subjects.BOOKING_RENEWED, SOURCE, booking_event_data(renewed, row.staff_ids), new.id
+        )
+        rows = [pending(event)]
+        try:
+            applied = await storage.rebook(raw, new, row.version, rows)
+        except asyncpg.UniqueViolationError:
+            if charged:
+                await deps.payments.refund(charge_id, amount, row.currency)
+            raise DomainError(
+                "conflict", "The slot was taken by someone else a moment ago; book another slot."
+            ) from None
+    if not applied:
+        if charged:
+            await deps.payments.refund(charge_id, amount, row.currency)
+        return None
+    deps.committed(rows)
+    return renewed
 
 
 async def cancel_booking(deps: Deps, req: c.CancelBooking) -> c.BookingView:

@@ -21,6 +21,7 @@ from services.contracts import bookings as c
 from services.contracts import subjects
 from services.contracts.envelope import new_event
 from services.contracts.errors import DomainError
+from services.runtime.outbox import Pending
 
 SOURCE = "parkmate/bookings"
 _encoder = msgspec.json.Encoder()
@@ -32,13 +33,16 @@ def utcnow() -> datetime:
 
 @dataclass
 class Deps:
-    """What handlers need: the engine, the payment provider, a clock (UTC datetimes), a
-    way to wake the outbox relay after a commit (so events leave at once), and the NATS
-    connection for live slot updates (None in tests that do not watch them)."""
+    """What handlers need: the engine, the payment provider, a clock (UTC datetimes), two
+    ways to have the outbox relay publish at once after a commit (`wake_outbox`: claim
+    from the table; `committed`: the rows the handler wrote, published without a read),
+    and the NATS connection for live slot updates (None in tests that do not watch
+    them)."""
 
     engine: AsyncEngine
     payments: PaymentProvider
     wake_outbox: Callable[[], None] = lambda: None
+    committed: Callable[[list[Pending]], None] = lambda rows: None
     clock: Callable[[], datetime] = utcnow
     nc: Client | None = None
 

@@ -15,6 +15,7 @@ from services.contracts.envelope import new_event
 from services.contracts.errors import DomainError
 from services.contracts.timers import TimerFired
 from services.runtime.metrics import TIMER_LATENESS
+from services.runtime.outbox import pending
 
 
 async def on_timer_fired(deps: Deps, fired: TimerFired) -> float | None:
@@ -86,9 +87,10 @@ async def on_timers_fired(deps: Deps, fired: list[TimerFired]) -> list[float | N
                 .where(bookings.c.id.in_(expired))
                 .values(status="expired", updated_at=now)
             )
-        await storage.add_events(conn, events)
-    if events:
-        deps.wake_outbox()
+        rows = [pending(e) for e in events]
+        await storage.add_pending(conn, rows)
+    if rows:
+        deps.committed(rows)
     for lot_id, slot_id in freed:
         await deps.slot_changed(lot_id, slot_id, None)
     return outcomes
