@@ -1,7 +1,7 @@
 """Identity rules, with no I/O: emails, passwords, roles and JWT access tokens.
 
 Tokens are HS256 JWTs with claims `sub` (user id), `roles`, `iat`, `exp` (Unix
-seconds), as CONTRACT.md section 1 says. Password hashes are argon2id (argon2-cffi).
+seconds), as docs/contract.md, "Authentication", says. Password hashes are argon2id (argon2-cffi).
 """
 
 import time

@@ -8,7 +8,7 @@ def env(name: str, default: str | None = None) -> str:
     """PARKMATE_<name>, or `default`; raises RuntimeError naming the variable if unset."""
     value = os.environ.get(f"PARKMATE_{name}", default)
     if value is None:
-        raise RuntimeError(f"Set PARKMATE_{name} (see README.md, Configuration).")
+        raise RuntimeError(f"Set PARKMATE_{name} (see docs/configuration.md).")
     return value
 
 
