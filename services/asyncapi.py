@@ -149,7 +149,7 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
             "title": "Parkmate NATS subjects",
             "version": version,
             "description": "Domain events, timers, live messages and request/reply "
-            "subjects of Parkmate. See README.md.",
+            "subjects of Parkmate. See docs/nats.md and docs/contract.md.",
         },
         "defaultContentType": "application/json",
         "servers": {"nats": {"host": "localhost:4222", "protocol": "nats"}},

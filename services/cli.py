@@ -102,7 +102,8 @@ def asyncapi(output: str | None) -> None:
     "--data",
     "data_path",
     type=click.Path(dir_okay=False, exists=True),
-    help="The Parking Birmingham CSV (default: ../shared/data/parking-birmingham/...).",
+    help="A Parking Birmingham CSV file, plain or gzip (default: the copy packaged with "
+    "Parkmate; see docs/data.md).",
 )
 @click.option("--day", default="2016-12-16", show_default=True, help="Day to replay.")
 @click.option("--speed", default=120.0, show_default=True, help="Day seconds per second.")
@@ -148,13 +149,13 @@ def replay(
     from datetime import date
     from pathlib import Path
 
-    from services.replay.runner import default_data, load_plan
+    from services.replay.runner import load_plan
     from services.replay.runner import replay as run_replay
     from services.replay.simulation import Options, ReplayError
 
     try:
         plan = load_plan(
-            Path(data_path) if data_path else default_data(),
+            Path(data_path) if data_path else None,
             date.fromisoformat(day),
             start,
             end,

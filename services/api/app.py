@@ -80,7 +80,8 @@ def create_app(
             title="Parkmate",
             version="0.1.0",
             description="Parking bookings whose clock the server owns, with live "
-            "notifications. See README.md for the WebSocket protocol.",
+            "notifications. The WebSocket protocol at /ws is described in the repository's "
+            "docs/websocket.md.",
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")

@@ -1,4 +1,4 @@
-"""One place that maps service error codes to HTTP (CONTRACT.md conventions)."""
+"""One place that maps service error codes to HTTP (docs/contract.md, "Errors")."""
 
 from typing import Any
 

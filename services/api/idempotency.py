@@ -1,4 +1,4 @@
-"""`Idempotency-Key` on every POST, as ASGI middleware (CONTRACT.md section 2).
+"""`Idempotency-Key` on every POST, as ASGI middleware (docs/contract.md, "Idempotency-Key").
 
 The first request with a key runs and its answer (status, headers, body) is stored
 under (caller, key) with a hash of method, path and body. A retry with the same key

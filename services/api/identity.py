@@ -1,9 +1,9 @@
 """Identity rules, with no I/O: emails, passwords, roles and JWT access tokens.
 
 Tokens are HS256 JWTs with claims `sub` (user id), `roles`, `iat`, `exp` (Unix
-seconds) and a `kid` header naming the key that signed them, so the signing secret can
-be rotated while tokens signed with the previous one still verify (docs/security.md).
-Password hashes are argon2id (argon2-cffi).
+seconds), as docs/contract.md, "Authentication", says, and a `kid` header naming the
+key that signed them, so the signing secret can be rotated while tokens signed with the
+previous one still verify (docs/security.md). Password hashes are argon2id (argon2-cffi).
 """
 
 import hashlib

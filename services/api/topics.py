@@ -1,5 +1,5 @@
 """Live lot availability on the WebSocket: `subscribe` to `lot.<lot_id>` for
-`slot_update` frames (CONTRACT.md section 4; no personal data in them).
+`slot_update` frames (docs/websocket.md; no personal data in them).
 
 Like the per-user subscriptions, one NATS subscription on `slots.lot.<lot_id>` per lot
 per api process, shared by every socket watching that lot and dropped with the last.

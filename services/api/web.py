@@ -1,4 +1,4 @@
-"""The web front end: the page at `/` and its files under `/static` (README "Web UI").
+"""The web front end: the page at `/` and its files under `/static` (docs/web-ui.md).
 
 Everything is served from `services/api/static` inside the package: the JS libraries
 are vendored there (scripts/vendor-web), so nothing is fetched from elsewhere at run

@@ -159,7 +159,7 @@ async def _handle_frame(conn: Connection, gateway: Gateway, raw: str | bytes) ->
         conn.send(
             _error(
                 "unknown_type",
-                f"Unknown frame type {kind!r}; see the README's WebSocket protocol section.",
+                f"Unknown frame type {kind!r}; docs/websocket.md lists the client frames.",
             )
         )
 

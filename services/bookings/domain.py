@@ -121,7 +121,7 @@ def warning_is_due(booking: BookingClock, fired_version: int) -> bool:
     """A warning counts when the booking is still active, in the same period, not yet warned.
 
     A stale fire (the booking was renewed, cancelled, declined or expired since the
-    timer was scheduled) is dropped: see ARCHITECTURE.md, "Time is the server's".
+    timer was scheduled) is dropped: see docs/architecture.md, "Time is the server's".
     """
     return (
         booking.status == "active"
@@ -142,7 +142,7 @@ def decide_expiry(booking: BookingClock, fired_version: int, now: datetime) -> E
     """Decide on a fired expiry: expire only the same active period, never before its end.
 
     A timer whose version no longer matches is stale (renewed, cancelled, declined or
-    already expired) and is dropped; see ARCHITECTURE.md, "Time is the server's". When
+    already expired) and is dropped; see docs/architecture.md, "Time is the server's". When
     this host's clock says the end has not come yet (clock skew with the NATS server),
     the caller redelivers later rather than dropping it, so the booking still expires.
     """
@@ -203,7 +203,7 @@ class Refuse:
 def plan_renewal(
     b: BookingState, terms: RenewalTerms, now: datetime, slot_free: bool
 ) -> Extend | Rebook | Refuse:
-    """Decide a renewal (CONTRACT.md section 2, Renew).
+    """Decide a renewal (docs/contract.md, "Bookings", Renewing).
 
     Active: the end moves by booking_seconds from the current end. This holds in the
     last moment too, when the expiry timer may already be in flight: the version moves

@@ -1,9 +1,10 @@
 """Who may do what to a lot or a booking: the authorization rules, written once, no I/O.
 
-CONTRACT.md: a resource the caller has no role on at all is 404 (its existence is not
-revealed); one they can see but may not act on is 403. Lots are visible to every
-signed-in user, so acting on someone else's lot is 403. A booking is visible to its
-driver, the lot's owner and staff, and admins; to anyone else it does not exist.
+As docs/contract.md ("Who may act") says: a resource the caller has no role on at all
+is 404 (its existence is not revealed); one they can see but may not act on is 403.
+Lots are visible to every signed-in user, so acting on someone else's lot is 403. A
+booking is visible to its driver, the lot's owner and staff, and admins; to anyone
+else it does not exist.
 """
 
 import enum

@@ -1,5 +1,5 @@
 """Messages produced by the notifier: live messages, inbox, preferences, templates and
-admin-send request/reply types (CONTRACT.md sections 3 and 4).
+admin-send request/reply types (docs/contract.md, "Notifications"; docs/websocket.md).
 
 Requests reach the NATS micro service `notifier` (subjects `NOTIFIER_*` in
 `subjects.py`). Inbox requests carry the `user_id` the api took from a verified token;

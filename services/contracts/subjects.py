@@ -2,7 +2,7 @@
 
 Domain events: subject = CloudEvents `type`, stored on stream EVENTS.
 Timers: schedules and their fired messages live on stream TIMERS (they must share a
-stream, see NATS-NOTES.md). Request/reply: NATS micro services `bookings` and
+stream, see docs/nats.md, "Streams"). Request/reply: NATS micro services `bookings` and
 `notifier`. Live per-user messages: core NATS `notify.user.<user_id>`.
 """
 

@@ -1,8 +1,9 @@
 """The UCI "Parking Birmingham" readings: parse, clean and bin one day, with no I/O.
 
 Source: Birmingham City Council / NCP car parks, via the UCI Machine Learning
-Repository (Stolfi, Alba & Yao 2017), Open Government Licence; see
-shared/data/parking-birmingham/README.md for the format and the quirks handled here.
+Repository (Stolfi, Alba & Yao 2017), Open Government Licence v3.0; docs/data.md gives
+the format and the quirks handled here ("Quirks"), services/replay/dataset.py reads
+the file.
 
 Cleaning, each choice counted in `CleaningLog`:
 1. Exact duplicate rows are dropped (the file has 216; a (car park, time) pair never
@@ -30,8 +31,8 @@ from datetime import date, datetime
 
 BIN_SECONDS = 1800
 
-# SystemCodeNumber -> name, from the data README (names from the same source's later
-# snapshot; the capacities used are the CSV's).
+# SystemCodeNumber -> name (docs/data.md, "Car parks": names from the same source's
+# later snapshot; the capacities used are the CSV's).
 NAMES = {
     "BHMBCCMKT01": "Markets",
     "BHMBCCPST01": "Pershore Street",
@@ -185,7 +186,10 @@ def clean_day(
     if lots is not None:
         unknown = sorted(set(lots) - {r.code for r in readings})
         if unknown:
-            raise ValueError(f"unknown car park code(s) {', '.join(unknown)}; see the data README")
+            raise ValueError(
+                f"unknown car park code(s) {', '.join(unknown)}; docs/data.md lists the codes "
+                "(SystemCodeNumber)"
+            )
     count = (end - start) // bin_seconds + 1
     log = CleaningLog()
     seen: set[Reading] = set()

@@ -5,8 +5,9 @@ the simulation maps them to wall-clock time by the speed. The plan is a pure fun
 of the cleaned data and the seed.
 
 - The data give occupancy (a stock), not flows: the rise of a car park's occupancy
-  between two boundaries is that many arrivals, a fall that many departures (the data
-  README's rule 7). Turnover inside a bin is invisible and not invented.
+  between two boundaries is that many arrivals, a fall that many departures
+  (docs/data.md, "Quirks", stocks not flows). Turnover inside a bin is invisible and
+  not invented.
 - Cars present at the first boundary arrive during a warm-up hour before it, at times
   spread uniformly, so their bookings (one hour each) end spread over the first hour
   instead of all at once.

@@ -11,21 +11,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from services.replay import data, report
+from services.replay import data, dataset, report
 from services.replay.plan import make_plan, summarise
 from services.replay.simulation import Options, Simulation
-
-DATA_FILE = Path("shared/data/parking-birmingham/parking-birmingham.csv")
-
-
-def default_data() -> Path:
-    """The data set beside the repository (../shared/...), else under the working
-    directory's parents."""
-    here = Path(__file__).resolve().parents[3]
-    for base in (here, *Path.cwd().resolve().parents, Path.cwd()):
-        if (base / DATA_FILE).exists():
-            return base / DATA_FILE
-    return here / DATA_FILE
 
 
 @dataclass
@@ -37,9 +25,13 @@ class Result:
     failures: list[str]
 
 
-def load_plan(path: Path, day: date, start: float, end: float, lots: list[str] | None, seed: int):
-    """The cleaned day and its plan; raises ValueError on bad data or arguments."""
-    readings = data.parse_csv(path.read_text())
+def load_plan(
+    path: Path | None, day: date, start: float, end: float, lots: list[str] | None, seed: int
+):
+    """The cleaned day and its plan, from the CSV at `path` (plain or gzip) or the
+    packaged data set when None; raises ValueError on bad data or arguments, OSError
+    when the file cannot be read."""
+    readings = data.parse_csv(dataset.read_text(path))
     return make_plan(data.clean_day(readings, day, start, end, lots), seed)
 
 

@@ -52,7 +52,7 @@ async def run_pull_consumer(
     `handler` returns None (ack) or seconds before redelivery; `key` and
     `batch_handler` are described in the module docstring (give at most one).
     Stops fetching when `stop` is set and returns after the batch in hand is handled
-    and acked, so a SIGTERM loses nothing (NATS-NOTES.md, drain trap).
+    and acked, so a SIGTERM loses nothing (docs/nats.md, the drain trap).
     """
     if key is not None and batch_handler is not None:
         raise ValueError("give key or batch_handler, not both")

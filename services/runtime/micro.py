@@ -1,10 +1,10 @@
 """Request/reply over NATS micro services, served concurrently.
 
-nats.micro runs an endpoint's handler one request at a time per process
-(NATS-NOTES.md); `MicroServer` hands each request to a task, bounded by a semaphore,
-so a slow request does not hold up the others. Handlers take and return msgspec
-Structs; a `DomainError` becomes a micro error reply with its code, detail and an
-`ErrorBody` JSON body. `call` is the client side used by the api.
+nats.micro runs an endpoint's handler one request at a time per process (docs/nats.md,
+"Traps the code relies on avoiding"); `MicroServer` hands each request to a task,
+bounded by a semaphore, so a slow request does not hold up the others. Handlers take
+and return msgspec Structs; a `DomainError` becomes a micro error reply with its code,
+detail and an `ErrorBody` JSON body. `call` is the client side used by the api.
 """
 
 import asyncio

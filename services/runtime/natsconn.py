@@ -159,7 +159,7 @@ EVENTS_CONFIG = StreamConfig(
     duplicate_window=120.0,
 )
 
-# No max_age: an age limit could delete a schedule before it fires (NATS-NOTES.md).
+# No max_age: an age limit could delete a schedule before it fires (docs/nats.md, "Streams").
 # Fired messages carry a per-message TTL (Nats-Schedule-TTL) instead, hence allow_msg_ttl.
 TIMERS_CONFIG = StreamConfig(
     name=subjects.TIMERS_STREAM,
@@ -195,7 +195,7 @@ async def publish_in_order(
 
     Pipelined: all are written before the first ack is awaited, so a batch costs about
     one round trip instead of one per message (a loopback `send` is the expensive part,
-    see the replay profile in README.md). One connection keeps the order, so the stream
+    see docs/replay.md, "Where the time goes"). One connection keeps the order, so the stream
     stores them in this order.
     """
     acks = [await js.publish_async(s, p, headers=h) for s, p, h in messages]

@@ -171,7 +171,7 @@ class OutboxRelay:
             self._wake.clear()
             woken, self._woken = self._woken, False
             try:
-                sent = await self._publish_queued()
+                sent = await self.publish_queued()
                 polling = loop.time() - last_poll >= self._poll
                 if woken or polling:
                     if polling:
@@ -192,7 +192,7 @@ class OutboxRelay:
             except TimeoutError:
                 pass
 
-    async def _publish_queued(self) -> int:
+    async def publish_queued(self) -> int:
         """Publish the handed-over rows in order and delete them; a batch that fails goes
         back to the front of the queue (its rows are still in the table too)."""
         sent = 0

@@ -40,7 +40,7 @@ def schedules_for(booking: BookingEventData) -> list[Schedule]:
 
     The message id carries the booking's version (`<booking>:<version>:<kind>`): a
     replacement that reused the old id would be dropped as a duplicate and the old
-    schedule would stay (NATS-NOTES.md, dedupe trap).
+    schedule would stay (docs/nats.md, the schedule dedupe trap).
     """
     warn_at = booking.end_time - timedelta(seconds=booking.warning_seconds)
     out = []

@@ -1,12 +1,13 @@
 """End to end: a small piece of a real day (two Birmingham car parks, 13:00 to 15:00 on
 2016-12-16, at 240 times real speed) replayed through the running services with
-`parkmate replay`'s own simulation, over HTTP and WebSocket only."""
+`parkmate replay`'s own simulation, over HTTP and WebSocket only, from the data set
+packaged with Parkmate (no --data)."""
 
 from datetime import date
 
 import pytest
 
-from services.replay.runner import default_data, load_plan, replay
+from services.replay.runner import load_plan, replay
 from services.replay.simulation import Options
 from tests.e2e.conftest import System
 
@@ -19,7 +20,7 @@ async def test_a_replayed_afternoon_follows_the_data_with_every_notification_on_
     system: System, tmp_path
 ):
     system.admin()
-    plan = load_plan(default_data(), date(2016, 12, 16), 13, 15, LOTS, seed=3)
+    plan = load_plan(None, date(2016, 12, 16), 13, 15, LOTS, seed=3)
     options = Options(
         url=system.base,
         speed=240,

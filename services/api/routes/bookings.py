@@ -1,4 +1,4 @@
-"""Booking routes (CONTRACT.md section 2): book, look, renew, cancel, decline, verify a
+"""Booking routes (docs/contract.md, "Bookings"): book, look, renew, cancel, decline, verify a
 cash payment, order and run car washes; served by the bookings service over NATS."""
 
 from typing import Annotated

@@ -1,5 +1,5 @@
-"""Lot routes (CONTRACT.md section 2): lots, their slots and staff, served by the bookings
-service over NATS; this module never touches its tables."""
+"""Lot routes (docs/contract.md, "Lots and slots"): lots, their slots and staff, served
+by the bookings service over NATS; this module never touches its tables."""
 
 from typing import Annotated
 

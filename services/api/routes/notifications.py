@@ -1,4 +1,4 @@
-"""Notification routes (CONTRACT.md section 3): the caller's inbox and preferences, and
+"""Notification routes (docs/contract.md, "Notifications"): the caller's inbox and preferences, and
 the admin's templates and sends. Served by `notifier` over NATS request/reply; this
 module never touches its tables. Every inbox change is pushed by the notifier to all
 the user's sockets (`notification_update`, `unread_count`)."""

@@ -1,4 +1,4 @@
-"""Identity routes: register, login, /me, admin user creation (CONTRACT.md section 1)."""
+"""Identity routes: register, login, /me, admin user creation (docs/contract.md, "Identity")."""
 
 from typing import Annotated
 

@@ -1,4 +1,4 @@
-// The HTTP client of /api/v1 (README "HTTP API"): bearer token, JSON in and out, the
+// The HTTP client of /api/v1 (docs/contract.md): bearer token, JSON in and out, the
 // server's error `detail` as the message a person sees.
 
 export class ApiError extends Error {

@@ -1,4 +1,4 @@
-// The WebSocket client of /ws (README "WebSocket protocol"): one socket per page,
+// The WebSocket client of /ws (docs/websocket.md): one socket per page,
 // reconnected with backoff and `after_seq` (the last seq seen) so nothing is missed
 // while offline, server pings answered, lot topics re-subscribed after every reconnect.
 //
