@@ -5,10 +5,12 @@ from typing import Any
 import msgspec
 import structlog
 from litestar import Request, Response
+from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy.exc import DBAPIError
 
 from services.contracts.errors import DomainError
+from services.contracts.limits import explain
 from services.runtime.db import DISCONNECTED, is_disconnect
 from services.runtime.micro import RemoteError
 
@@ -48,10 +50,23 @@ def handle_database_error(_: Request, exc: Exception) -> Response:
     return error_response(500, "Internal error.")
 
 
+def handle_validation_error(_: Request, exc: Exception) -> Response:
+    """Litestar's 400 for a bad parameter or body, with a `detail` that names the first
+    bad field and says what it must be (`extra.field` holds its name)."""
+    assert isinstance(exc, ValidationException)
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    first = next((p for p in problems if isinstance(p, dict) and p.get("key")), None)
+    if first is None:
+        return error_response(400, exc.detail)
+    field, detail = explain(f"{first.get('message', '')} - at `$.{first['key']}`")
+    return error_response(400, detail, {"field": field})
+
+
 exception_handlers = {
     DomainError: handle_service_error,
     RemoteError: handle_service_error,
     DBAPIError: handle_database_error,
+    ValidationException: handle_validation_error,
 }
 
 

@@ -178,7 +178,8 @@ async def inbox_after(deps: Deps, req: c.InboxAfterRequest) -> c.NotificationLis
             deps.clock(),
             req.up_to_seq,
         )
-    return c.NotificationList(items=items)
+    kept = paging.fitting(items)
+    return c.NotificationList(items=items[:kept], more=kept < len(items))
 
 
 MAX_SUMMARIES = 1000
@@ -215,8 +216,9 @@ async def inbox_query(deps: Deps, req: c.InboxQuery) -> c.NotificationPage:
             limit=req.limit + 1,
             now=deps.clock(),
         )
-    more = len(items) > req.limit
-    items = items[: req.limit]
+    kept = min(req.limit, paging.fitting(items[: req.limit]))
+    more = len(items) > kept
+    items = items[:kept]
     return c.NotificationPage(
         items=items, next_cursor=paging.encode_cursor(items[-1].seq) if more else None
     )

@@ -13,6 +13,7 @@ by the bookings service, which owns them (`bookings.vehicle.bulk`).
 import asyncio
 import uuid
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 import sqlalchemy as sa
@@ -33,9 +34,22 @@ from services.contracts.envelope import new_event
 from services.contracts.errors import DomainError
 from services.contracts.identity import UserRegisteredData
 from services.contracts.ids import uuid7
+from services.contracts.limits import (
+    MAX_BULK,
+    MAX_ROLES,
+    TOKEN_SECONDS_MAX,
+    Email,
+    Id,
+    Name,
+    NewPassword,
+    Plate,
+    Role,
+    TokenSeconds,
+    VehicleLabel,
+)
 
-MAX_USERS = 5000
-MAX_TOKEN_SECONDS = 7 * 24 * 3600
+MAX_USERS = MAX_BULK
+MAX_TOKEN_SECONDS = TOKEN_SECONDS_MAX
 NO_PASSWORD = "!no-password"  # not an argon2 hash: password logins always fail
 _encoder = msgspec.json.Encoder()
 
@@ -43,9 +57,11 @@ _encoder = msgspec.json.Encoder()
 class BulkUserIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One account: roles default to ["driver"]."""
 
-    email: str
-    full_name: str
-    roles: list[str] = msgspec.field(default_factory=lambda: ["driver"])
+    email: Email
+    full_name: Name
+    roles: Annotated[list[Role], msgspec.Meta(max_length=MAX_ROLES)] = msgspec.field(
+        default_factory=lambda: ["driver"]
+    )
 
 
 class BulkUsersIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -53,9 +69,9 @@ class BulkUsersIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     none. `token_seconds`: lifetime of the minted tokens (default: the server's token
     lifetime; at most 7 days)."""
 
-    users: list[BulkUserIn]
-    password: str | None = None
-    token_seconds: int | None = None
+    users: Annotated[list[BulkUserIn], msgspec.Meta(max_length=MAX_USERS)]
+    password: NewPassword | None = None
+    token_seconds: TokenSeconds | None = None
 
 
 class BulkUserOut(msgspec.Struct, kw_only=True):
@@ -77,15 +93,15 @@ class BulkUsersOut(msgspec.Struct, kw_only=True):
 
 
 class BulkVehicleIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    user_id: str
-    plate: str
-    label: str | None = None
+    user_id: Id
+    plate: Plate
+    label: VehicleLabel | None = None
 
 
 class BulkVehiclesIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """1 to 5,000 vehicles, each for an existing user."""
 
-    vehicles: list[BulkVehicleIn]
+    vehicles: Annotated[list[BulkVehicleIn], msgspec.Meta(max_length=MAX_USERS)]
 
 
 def _require_admin(actor: Actor) -> None:

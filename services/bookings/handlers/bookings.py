@@ -252,13 +252,15 @@ async def renew_booking(deps: Deps, req: c.RenewBooking) -> c.BookingView:
         slot_free = (
             row.status == "active" or await storage.active_booking_end(conn, row.slot_id) is None
         )
+        amount = domain.booking_price(row.lot_price_per_hour, row.booking_seconds)
         plan = domain.plan_renewal(
-            domain.BookingState(row.status, row.end_time, row.version, row.renewals),
-            domain.RenewalTerms(row.booking_seconds, row.renew_grace_seconds, row.max_renewals),
+            domain.BookingState(row.status, row.end_time, row.version, row.renewals, row.price),
+            domain.RenewalTerms(
+                row.booking_seconds, row.renew_grace_seconds, row.max_renewals, amount
+            ),
             now,
             slot_free,
         )
-        amount = domain.booking_price(row.lot_price_per_hour, row.booking_seconds)
         if not isinstance(plan, domain.Refuse) and row.payment_method == "online":
             try:
                 await deps.payments.charge(
