@@ -24,11 +24,11 @@ from services.contracts.envelope import decode_envelope
 from services.contracts.errors import DomainError
 from services.contracts.identity import UserRegisteredData
 from services.contracts.ids import uuid7
+from services.contracts.limits import PAGE_MAX
 from services.notifier import domain, paging, prefs, storage, templates
 
 log = structlog.get_logger()
 ROLES = ("driver", "owner", "employee", "admin")
-MAX_PAGE = 200
 
 
 def utcnow() -> datetime:
@@ -203,8 +203,8 @@ async def inbox_summaries(deps: Deps, req: c.InboxSummariesRequest) -> c.InboxSu
 async def inbox_query(deps: Deps, req: c.InboxQuery) -> c.NotificationPage:
     """A page newest first; `next_cursor` when more remain. DomainError invalid on a bad
     limit (1 to 200) or cursor."""
-    if not 1 <= req.limit <= MAX_PAGE:
-        raise DomainError("invalid", f"limit must be between 1 and {MAX_PAGE}.", {"field": "limit"})
+    if not 1 <= req.limit <= PAGE_MAX:
+        raise DomainError("invalid", f"limit must be between 1 and {PAGE_MAX}.", {"field": "limit"})
     before = paging.decode_cursor(req.cursor) if req.cursor else None
     async with deps.engine.connect() as conn:
         items = await storage.page(

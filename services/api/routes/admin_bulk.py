@@ -48,8 +48,6 @@ from services.contracts.limits import (
     VehicleLabel,
 )
 
-MAX_USERS = MAX_BULK
-MAX_TOKEN_SECONDS = TOKEN_SECONDS_MAX
 NO_PASSWORD = "!no-password"  # not an argon2 hash: password logins always fail
 _encoder = msgspec.json.Encoder()
 
@@ -69,7 +67,7 @@ class BulkUsersIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     none. `token_seconds`: lifetime of the minted tokens (default: the server's token
     lifetime; at most 7 days)."""
 
-    users: Annotated[list[BulkUserIn], msgspec.Meta(max_length=MAX_USERS)]
+    users: Annotated[list[BulkUserIn], msgspec.Meta(max_length=MAX_BULK)]
     password: NewPassword | None = None
     token_seconds: TokenSeconds | None = None
 
@@ -101,7 +99,7 @@ class BulkVehicleIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class BulkVehiclesIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """1 to 5,000 vehicles, each for an existing user."""
 
-    vehicles: Annotated[list[BulkVehicleIn], msgspec.Meta(max_length=MAX_USERS)]
+    vehicles: Annotated[list[BulkVehicleIn], msgspec.Meta(max_length=MAX_BULK)]
 
 
 def _require_admin(actor: Actor) -> None:
@@ -114,11 +112,11 @@ def check_users(data: BulkUsersIn, default_seconds: int) -> tuple[list[tuple], i
 
     Raises DomainError("invalid") naming the index and the rule broken.
     """
-    if not 1 <= len(data.users) <= MAX_USERS:
-        raise DomainError("invalid", f"users must hold 1 to {MAX_USERS} accounts.")
+    if not 1 <= len(data.users) <= MAX_BULK:
+        raise DomainError("invalid", f"users must hold 1 to {MAX_BULK} accounts.")
     seconds = data.token_seconds if data.token_seconds is not None else default_seconds
-    if not 1 <= seconds <= MAX_TOKEN_SECONDS:
-        raise DomainError("invalid", f"token_seconds must be between 1 and {MAX_TOKEN_SECONDS}.")
+    if not 1 <= seconds <= TOKEN_SECONDS_MAX:
+        raise DomainError("invalid", f"token_seconds must be between 1 and {TOKEN_SECONDS_MAX}.")
     if data.password is not None:
         identity.check_password(data.password)
     rows, seen = [], set()
@@ -253,8 +251,8 @@ async def create_vehicles_bulk(
     """201 the vehicles in request order. 403 unless admin; 400 naming the first entry
     with an unknown user or a bad plate; 409 when a driver already has that plate."""
     _require_admin(actor)
-    if not 1 <= len(data.vehicles) <= MAX_USERS:
-        raise DomainError("invalid", f"vehicles must hold 1 to {MAX_USERS} entries.")
+    if not 1 <= len(data.vehicles) <= MAX_BULK:
+        raise DomainError("invalid", f"vehicles must hold 1 to {MAX_BULK} entries.")
     wanted = []
     for i, v in enumerate(data.vehicles):
         try:

@@ -12,8 +12,7 @@ from services.bookings.storage import vehicles
 from services.contracts import bookings as c
 from services.contracts.errors import DomainError
 from services.contracts.ids import uuid7
-
-BULK_VEHICLES = 5000
+from services.contracts.limits import MAX_BULK
 
 
 def _view(r) -> c.VehicleView:
@@ -62,14 +61,14 @@ async def create_vehicles_bulk(deps: Deps, req: c.CreateVehiclesBulk) -> c.BulkV
     checked that the users exist). Plates are normalised as for one vehicle.
 
     Raises DomainError: forbidden (not an admin), invalid (no vehicles, more than
-    BULK_VEHICLES, a bad plate or user id, a (user, plate) twice in the request; the
+    MAX_BULK, a bad plate or user id, a (user, plate) twice in the request; the
     detail names the index), conflict (a driver already registered that plate; nothing
     is inserted).
     """
     if domain.ADMIN not in req.actor.roles:
         raise DomainError("forbidden", "Only admins register vehicles in bulk.")
-    if not 1 <= len(req.vehicles) <= BULK_VEHICLES:
-        raise DomainError("invalid", f"vehicles must hold 1 to {BULK_VEHICLES} entries.")
+    if not 1 <= len(req.vehicles) <= MAX_BULK:
+        raise DomainError("invalid", f"vehicles must hold 1 to {MAX_BULK} entries.")
     now = deps.clock()
     rows, seen = [], set()
     for i, v in enumerate(req.vehicles):
