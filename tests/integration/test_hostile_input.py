@@ -299,3 +299,30 @@ async def test_subscribing_to_an_unknown_lot_gets_an_error_frame(api):  # noqa: 
             if frame["type"] == "slot_update":
                 break
         assert frame["slot_id"] == slot and frame["status"] == "booked"
+
+
+async def test_bulk_vehicles_too_large_for_one_message_are_refused_before_anything_is_stored(
+    api,  # noqa: F811
+):
+    admin = token(str(uuid7()), ["admin"])
+    people = [{"email": f"d{i}@bulk.example", "full_name": f"D{i}"} for i in range(3000)]
+    made = await api.post("/admin/users/bulk", headers=admin, json={"users": people})
+    assert made.status_code == 201, made.text[:300]
+    users = made.json()["items"]
+    label = "\U0001f697" * 64  # the longest label, 4 bytes a character
+    wanted = [{"user_id": u["id"], "plate": "AB", "label": label} for u in users]
+    # The request fits in one NATS message (1 MiB) but the answer, with ids and
+    # times, would not: refused before the insert.
+    r = await api.post("/admin/vehicles/bulk", headers=admin, json={"vehicles": wanted})
+    assert "register fewer vehicles per call" in refused(r, "vehicles")
+    # Half as many again do not even fit in the request: refused before it is sent.
+    more = wanted + wanted[:1500]
+    r = await api.post("/admin/vehicles/bulk", headers=admin, json={"vehicles": more})
+    assert r.status_code == 400 and "send less in one call" in r.json()["detail"]
+    first = auth(users[0]["access_token"])
+    assert (await api.get("/vehicles", headers=first)).json()["items"] == []
+    r = await api.post("/admin/vehicles/bulk", headers=admin, json={"vehicles": wanted[:1000]})
+    assert r.status_code == 201, r.text[:300]
+    assert [v["label"] for v in (await api.get("/vehicles", headers=first)).json()["items"]] == [
+        label
+    ]
