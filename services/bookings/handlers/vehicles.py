@@ -102,7 +102,7 @@ async def create_vehicles_bulk(deps: Deps, req: c.CreateVehiclesBulk) -> c.BulkV
     if deps.nc is not None and size > deps.nc.max_payload:
         raise DomainError(
             "invalid",
-            f"The answer would be {size} bytes, more than one message may carry "
+            f"vehicles: the answer would be {size} bytes, more than one message may carry "
             f"({deps.nc.max_payload}); register fewer vehicles per call.",
             {"field": "vehicles"},
         )
