@@ -225,7 +225,7 @@ async def _seed(db_url: str, nc) -> None:
                 slot_count=10,
                 booking_seconds=120,
                 warning_seconds=60,
-                price_per_hour=c.Money("2.40"),
+                price_per_hour=c.MoneyIn("2.40"),
             ),
             c.LotView,
         )

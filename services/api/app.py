@@ -17,6 +17,7 @@ from services.api.gateway import Gateway
 from services.api.idempotency import IdempotencyMiddleware
 from services.api.logins import Logins
 from services.api.routes import admin_bulk, bookings, lots, notifications, users, vehicles
+from services.api.routes.common import strict_body
 from services.api.topics import LotTopics
 from services.api.users import Identity
 from services.api.web import web_routes
@@ -70,6 +71,7 @@ def create_app(
             *admin_bulk.routes,
         ],
         security=[{"bearer": []}],
+        before_request=strict_body,
     )
     return Litestar(
         route_handlers=[api, healthz, readyz, metrics, *web_routes(settings)],

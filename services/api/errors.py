@@ -5,11 +5,13 @@ from typing import Any
 import msgspec
 import structlog
 from litestar import Request, Response
+from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy.exc import DBAPIError
 
 from services.api.logins import LoginThrottled
 from services.contracts.errors import DomainError
+from services.contracts.limits import explain
 from services.runtime.db import DISCONNECTED, is_disconnect
 from services.runtime.micro import RemoteError
 
@@ -57,11 +59,28 @@ def handle_login_throttled(_: Request, exc: Exception) -> Response:
     return error_response(429, exc.detail, headers={"Retry-After": str(exc.retry_after)})
 
 
+def handle_validation_error(request: Request, exc: Exception) -> Response:
+    """Litestar's 400 for a bad parameter or body, with a `detail` that names the first
+    bad field as the client sends it (`?type=`, not the handler's `type_`) and says what
+    it must be (`extra.field` holds the name)."""
+    assert isinstance(exc, ValidationException)
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    first = next((p for p in problems if isinstance(p, dict) and p.get("key")), None)
+    if first is None:
+        return error_response(400, exc.detail)
+    key = first["key"]
+    parameter = request.route_handler.parsed_fn_signature.parameters.get(key)
+    key = getattr(getattr(parameter, "kwarg_definition", None), "name", None) or key
+    field, detail = explain(f"{first.get('message', '')} - at `$.{key}`")
+    return error_response(400, detail, {"field": field})
+
+
 exception_handlers = {
     DomainError: handle_service_error,
     LoginThrottled: handle_login_throttled,
     RemoteError: handle_service_error,
     DBAPIError: handle_database_error,
+    ValidationException: handle_validation_error,
 }
 
 

@@ -160,7 +160,7 @@ class Gateway:
                 n.NotificationList,
             )
             out += page.items
-            if len(page.items) < RESUME_PAGE:
+            if len(page.items) < RESUME_PAGE and not page.more:
                 return out
             after_seq = page.items[-1].seq
 

@@ -3,6 +3,9 @@
 
 Like the per-user subscriptions, one NATS subscription on `slots.lot.<lot_id>` per lot
 per api process, shared by every socket watching that lot and dropped with the last.
+A subscription to a lot the bookings service does not know (or will not show the
+user) is refused with an error frame, so a client never waits on a topic that stays
+silent.
 """
 
 import asyncio
@@ -14,16 +17,21 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from services.contracts import bookings as c
 from services.contracts import subjects
 from services.contracts.bookings import SlotUpdate
+from services.runtime.micro import RemoteError, call
 
 MAX_TOPICS_PER_SOCKET = 100
 _decoder = msgspec.json.Decoder(SlotUpdate)
 
 
 class Subscriber(Protocol):
-    """A socket as topics see it: a set of its topics and a way to queue a frame."""
+    """A socket as topics see it: its user, a set of its topics and a way to queue a
+    frame."""
 
+    user_id: str
+    roles: list[str]
     topics: set[str]
 
     def send(self, frame: Any) -> None: ...
@@ -71,9 +79,36 @@ class LotTopics:
                     }
                 )
                 return
+            if lot_id not in conn.topics and not await self._may_watch(conn, lot_id):
+                return
             await self._add(conn, lot_id)
         else:
             await self._remove(conn, lot_id)
+
+    async def _may_watch(self, conn: Subscriber, lot_id: str) -> bool:
+        """Ask bookings for the lot as the socket's user (without its slots); on a
+        refusal, tell the socket why and return False."""
+        try:
+            await call(
+                self.nc,
+                subjects.BOOKINGS_LOT_GET,
+                c.GetLot(
+                    actor=c.Actor(user_id=conn.user_id, roles=conn.roles),
+                    lot_id=lot_id,
+                    with_slots=False,
+                ),
+                c.LotView,
+            )
+        except RemoteError as e:
+            if e.code == "not_found":
+                detail = f"No lot with id {lot_id}; see GET /api/v1/lots for ids."
+            elif e.code == "unavailable":
+                detail = "Lots cannot be checked right now; subscribe again in a moment."
+            else:
+                detail = f"You may not watch lot {lot_id}: {e.detail}"
+            conn.send({"type": "error", "code": e.code, "detail": detail, "topic": f"lot.{lot_id}"})
+            return False
+        return True
 
     async def _add(self, conn: Subscriber, lot_id: str) -> None:
         async with self._lock:

@@ -17,7 +17,7 @@ frames (error `rate_limited`, then 1008), and a close with 4401 when the token e
 import asyncio
 import contextlib
 import time
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 import msgspec
@@ -31,6 +31,7 @@ from services.api.wsconn import CLOSE_TRY_AGAIN, Connection
 from services.api.wslimits import RateLimit, Verdict
 from services.contracts import notifier as n
 from services.contracts import subjects
+from services.contracts.limits import FRAME_TYPE_MAX, TOPIC_MAX, AfterSeq, Id, Seq, explain, text
 from services.runtime.metrics import WEBSOCKETS
 from services.runtime.micro import RemoteError, call
 
@@ -49,13 +50,14 @@ Send = Any  # the ASGI send callable
 
 
 class ClientFrame(msgspec.Struct, kw_only=True):
-    """Any client frame; fields used depend on `type`."""
+    """Any client frame; fields used depend on `type`. Every field is bounded
+    (contracts/limits.py); a frame that breaks a bound gets a `bad_frame` error."""
 
-    type: str
-    after_seq: int | None = None
-    id: str | None = None
-    seq: int | None = None
-    topic: str | None = None
+    type: Annotated[str, text(FRAME_TYPE_MAX)]
+    after_seq: AfterSeq | None = None
+    id: Id | None = None
+    seq: Seq | None = None
+    topic: Annotated[str, text(TOPIC_MAX)] | None = None
 
 
 _client_decoder = msgspec.json.Decoder(ClientFrame)
@@ -95,7 +97,10 @@ async def _handle_frame(conn: Connection, gateway: Gateway, raw: str | bytes) ->
     nc = gateway.nc
     try:
         frame = _client_decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+    except msgspec.ValidationError as e:
+        conn.send(_error("bad_frame", explain(str(e))[1]))
+        return
+    except msgspec.DecodeError as e:
         conn.send(_error("bad_frame", f"Frames are JSON objects with a string `type`: {e}"))
         return
     kind = frame.type
@@ -279,7 +284,7 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send, state: State)
         await _refuse(send, CLOSE_BAD_REQUEST, str(e))
         return
     gateway: Gateway = state.gateway
-    conn = Connection(claims.user_id, settings.ws_send_queue, send, state.lot_topics)
+    conn = Connection(claims.user_id, settings.ws_send_queue, send, state.lot_topics, claims.roles)
     gateway.attach(conn)  # live ones wait in the connection until `hello` is sent
     WEBSOCKETS.inc()
     expiry = asyncio.get_running_loop().call_later(

@@ -58,9 +58,9 @@ def _current_task() -> asyncio.Task | None:
 
 
 class Connection:
-    """One socket of `user_id`; `queue_size` frames may wait to be written before the
-    socket counts as too slow and is closed with 1013. `send` is the socket's ASGI send
-    callable (None in tests that only look at the queue)."""
+    """One socket of `user_id` (with the token's `roles`); `queue_size` frames may wait
+    to be written before the socket counts as too slow and is closed with 1013. `send`
+    is the socket's ASGI send callable (None in tests that only look at the queue)."""
 
     __slots__ = (
         "alive",
@@ -82,6 +82,7 @@ class Connection:
         "queue_size",
         "reader",
         "ready",
+        "roles",
         "sync",
         "topics",
         "user_id",
@@ -90,9 +91,15 @@ class Connection:
     )
 
     def __init__(
-        self, user_id: str, queue_size: int, send: Any = None, lot_topics: Any = None
+        self,
+        user_id: str,
+        queue_size: int,
+        send: Any = None,
+        lot_topics: Any = None,
+        roles: list[str] | None = None,
     ) -> None:
         self.user_id = user_id
+        self.roles = roles or []
         self.asgi_send = send
         self.lot_topics = lot_topics
         self.queue_size = queue_size

@@ -9,15 +9,18 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from services.contracts.errors import DomainError
+from services.contracts.limits import AMOUNT_MAX, MAX_SLOTS_PER_LOT
 
-MAX_SLOTS_PER_LOT = 10_000
 CENT = Decimal("0.01")
+# The largest price a booking's price column (numeric(12, 2)) holds.
+PRICE_MAX = Decimal("9999999999.99")
 
 ADMIN, OWNER, EMPLOYEE, DRIVER = "admin", "owner", "employee", "driver"
 
 
 def parse_money(amount: str, field: str) -> Decimal:
-    """A non-negative decimal string with at most two decimals -> Decimal.
+    """A non-negative decimal string with at most two decimals, at most AMOUNT_MAX ->
+    Decimal.
 
     Raises DomainError("invalid") naming `field` otherwise.
     """
@@ -29,6 +32,8 @@ def parse_money(amount: str, field: str) -> Decimal:
         ) from None
     if not value.is_finite() or value < 0 or value != value.quantize(CENT):
         raise DomainError("invalid", f"{field}.amount must be >= 0 with at most two decimals.")
+    if value > Decimal(AMOUNT_MAX):
+        raise DomainError("invalid", f"{field}.amount must be at most {AMOUNT_MAX}.")
     return value
 
 
@@ -164,15 +169,18 @@ class BookingState:
     end_time: datetime
     version: int
     renewals: int
+    price: Decimal = Decimal(0)  # what the booking costs so far
 
 
 @dataclass(frozen=True)
 class RenewalTerms:
-    """The lot's rules: period length, grace after expiry, renewal cap (None: no cap)."""
+    """The lot's rules: period length, grace after expiry, renewal cap (None: no cap),
+    and what one more period costs."""
 
     booking_seconds: int
     renew_grace_seconds: int
     max_renewals: int | None
+    period_price: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -209,12 +217,15 @@ def plan_renewal(
     last moment too, when the expiry timer may already be in flight: the version moves
     on, so that fire is stale and dropped. Expired: within renew_grace_seconds after the
     end and with the slot still free, a new booking from now. Otherwise, or past
-    max_renewals, refused with the reason.
+    max_renewals, refused with the reason; an extension whose total price would pass
+    PRICE_MAX is refused too (book again instead).
     """
     if terms.max_renewals is not None and b.renewals >= terms.max_renewals:
         return Refuse(f"this lot allows at most {terms.max_renewals} renewals")
     period = timedelta(seconds=terms.booking_seconds)
     if b.status == "active":
+        if b.price + terms.period_price > PRICE_MAX:
+            return Refuse(f"the booking's total price would pass {PRICE_MAX}; book again instead")
         return Extend(b.end_time + period, b.version + 1, b.renewals + 1)
     if b.status != "expired":
         return Refuse(f"a {b.status} booking cannot be renewed; book a slot again")

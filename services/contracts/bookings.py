@@ -7,9 +7,33 @@ and body an `ErrorBody` JSON.
 """
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+
+from services.contracts.limits import (
+    MAX_BULK,
+    MAX_ROLES,
+    MAX_SLOTS_PER_LOT,
+    Address,
+    Amount,
+    BookingSeconds,
+    Currency,
+    Cursor,
+    GraceSeconds,
+    Id,
+    MaxRenewals,
+    Name,
+    PageLimit,
+    PaymentToken,
+    Plate,
+    Reason,
+    Role,
+    SlotCount,
+    SlotLabel,
+    VehicleLabel,
+    WarningSeconds,
+)
 
 BookingStatus = Literal["active", "expired", "cancelled", "declined"]
 PaymentMethod = Literal["cash", "online"]
@@ -24,11 +48,21 @@ class Money(msgspec.Struct, frozen=True):
     currency: str = "EUR"
 
 
+class MoneyIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An amount of money in a request: `amount` a decimal string of at most 7 digits
+    before the point and 2 after ("4.50"), `currency` an active ISO 4217 code.
+
+    Answers and events use `Money`, which does not re-check what was stored."""
+
+    amount: Amount
+    currency: Currency = "EUR"
+
+
 class Actor(msgspec.Struct, frozen=True):
     """Who asks: the user id (UUID string) and roles taken from a verified token."""
 
-    user_id: str
-    roles: list[str]
+    user_id: Id
+    roles: Annotated[list[Role], msgspec.Meta(max_length=MAX_ROLES)]
 
 
 # ----- domain event data (CloudEvents `data`) -----
@@ -110,61 +144,67 @@ class StaffEventData(msgspec.Struct, kw_only=True):
 # ----- request/reply -----
 
 
+SlotLabels = Annotated[list[SlotLabel], msgspec.Meta(max_length=MAX_SLOTS_PER_LOT)]
+
+
 class CreateLot(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Create a lot with its slots; the actor becomes its owner (an admin may name one)."""
 
     actor: Actor
-    name: str
-    address: str
-    slot_labels: list[str] | None = None
-    slot_count: int | None = None
-    booking_seconds: int = 3600
-    warning_seconds: int = 300
-    price_per_hour: Money = Money("0.00")
-    carwash_price: Money | None = None
-    owner_id: str | None = None
+    name: Name
+    address: Address
+    slot_labels: SlotLabels | None = None
+    slot_count: SlotCount | None = None
+    booking_seconds: BookingSeconds = 3600
+    warning_seconds: WarningSeconds = 300
+    price_per_hour: MoneyIn = MoneyIn("0.00")
+    carwash_price: MoneyIn | None = None
+    owner_id: Id | None = None
 
 
 class GetLot(msgspec.Struct, kw_only=True):
+    """One lot; `with_slots` false leaves `slots` null (a cheap check that it exists)."""
+
     actor: Actor
-    lot_id: str
+    lot_id: Id
+    with_slots: bool = True
 
 
 class ListLots(msgspec.Struct, kw_only=True):
     """Lots in creation order; `mine` keeps those the actor owns or is staff of."""
 
     actor: Actor
-    limit: int = 50
-    cursor: str | None = None
+    limit: PageLimit = 50
+    cursor: Cursor | None = None
     mine: bool = False
 
 
 class ListSlots(msgspec.Struct, kw_only=True):
     actor: Actor
-    lot_id: str
+    lot_id: Id
 
 
 class CreateBooking(msgspec.Struct, kw_only=True):
     """Book `slot_id` for the lot's booking_seconds from now."""
 
     actor: Actor
-    slot_id: str
-    vehicle_id: str | None = None
+    slot_id: Id
+    vehicle_id: Id | None = None
     payment_method: PaymentMethod = "cash"
-    payment_token: str | None = None
+    payment_token: PaymentToken | None = None
     carwash: bool = False
 
 
 class GetBooking(msgspec.Struct, kw_only=True):
     actor: Actor
-    booking_id: str
+    booking_id: Id
 
 
 class ListBookings(msgspec.Struct, kw_only=True):
     actor: Actor
     status: BookingStatus | None = None
-    limit: int = 50
-    cursor: str | None = None
+    limit: PageLimit = 50
+    cursor: Cursor | None = None
 
 
 class SlotView(msgspec.Struct, kw_only=True):
@@ -244,30 +284,31 @@ class UpdateLot(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     `max_renewals` null removes the cap."""
 
     actor: Actor
-    lot_id: str
-    name: str | msgspec.UnsetType = msgspec.UNSET
-    address: str | msgspec.UnsetType = msgspec.UNSET
-    booking_seconds: int | msgspec.UnsetType = msgspec.UNSET
-    warning_seconds: int | msgspec.UnsetType = msgspec.UNSET
-    renew_grace_seconds: int | msgspec.UnsetType = msgspec.UNSET
-    max_renewals: int | msgspec.UnsetType | None = msgspec.UNSET
-    price_per_hour: Money | msgspec.UnsetType = msgspec.UNSET
-    carwash_price: Money | msgspec.UnsetType | None = msgspec.UNSET
+    lot_id: Id
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    address: Address | msgspec.UnsetType = msgspec.UNSET
+    booking_seconds: BookingSeconds | msgspec.UnsetType = msgspec.UNSET
+    warning_seconds: WarningSeconds | msgspec.UnsetType = msgspec.UNSET
+    renew_grace_seconds: GraceSeconds | msgspec.UnsetType = msgspec.UNSET
+    max_renewals: MaxRenewals | msgspec.UnsetType | None = msgspec.UNSET
+    price_per_hour: MoneyIn | msgspec.UnsetType = msgspec.UNSET
+    carwash_price: MoneyIn | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class AddSlots(msgspec.Struct, kw_only=True):
-    """Add slots by label, or `count` slots numbered after the lot's current ones."""
+    """Add slots by label, or `count` slots numbered after the lot's current ones; a lot
+    has at most MAX_SLOTS_PER_LOT slots in all."""
 
     actor: Actor
-    lot_id: str
-    slot_labels: list[str] | None = None
-    count: int | None = None
+    lot_id: Id
+    slot_labels: SlotLabels | None = None
+    count: SlotCount | None = None
 
 
 class RemoveSlot(msgspec.Struct, kw_only=True):
     actor: Actor
-    lot_id: str
-    slot_id: str
+    lot_id: Id
+    slot_id: Id
 
 
 class StaffRequest(msgspec.Struct, kw_only=True):
@@ -275,14 +316,14 @@ class StaffRequest(msgspec.Struct, kw_only=True):
     (does `user_id` exist with the employee role?); bookings checks the caller first."""
 
     actor: Actor
-    lot_id: str
-    user_id: str
+    lot_id: Id
+    user_id: Id
     is_employee: bool = True
 
 
 class ListStaff(msgspec.Struct, kw_only=True):
     actor: Actor
-    lot_id: str
+    lot_id: Id
 
 
 class StaffView(msgspec.Struct, kw_only=True):
@@ -298,8 +339,8 @@ class StaffList(msgspec.Struct):
 
 class CreateVehicle(msgspec.Struct, kw_only=True):
     actor: Actor
-    plate: str
-    label: str | None = None
+    plate: Plate
+    label: VehicleLabel | None = None
 
 
 class ListVehicles(msgspec.Struct, kw_only=True):
@@ -323,36 +364,36 @@ class RenewBooking(msgspec.Struct, kw_only=True):
     """Renew a booking; online bookings are charged again with `payment_token`."""
 
     actor: Actor
-    booking_id: str
-    payment_token: str | None = None
+    booking_id: Id
+    payment_token: PaymentToken | None = None
 
 
 class CancelBooking(msgspec.Struct, kw_only=True):
     actor: Actor
-    booking_id: str
+    booking_id: Id
 
 
 class DeclineBooking(msgspec.Struct, kw_only=True):
     actor: Actor
-    booking_id: str
-    reason: str
+    booking_id: Id
+    reason: Reason
 
 
 class VerifyPayment(msgspec.Struct, kw_only=True):
     actor: Actor
-    booking_id: str
+    booking_id: Id
 
 
 class RequestCarwash(msgspec.Struct, kw_only=True):
     actor: Actor
-    booking_id: str
+    booking_id: Id
 
 
 class CarwashStep(msgspec.Struct, kw_only=True):
     """Move a car-wash order on: `step` is "start" or "complete"."""
 
     actor: Actor
-    order_id: str
+    order_id: Id
     step: Literal["start", "complete"]
 
 
@@ -388,16 +429,16 @@ class SlotUpdate(msgspec.Struct, kw_only=True, tag="slot_update", tag_field="typ
 class BulkVehicle(msgspec.Struct, kw_only=True):
     """One vehicle to register for `user_id` (the api checked the user exists)."""
 
-    user_id: str
-    plate: str
-    label: str | None = None
+    user_id: Id
+    plate: Plate
+    label: VehicleLabel | None = None
 
 
 class CreateVehiclesBulk(msgspec.Struct, kw_only=True):
     """Register many drivers' vehicles in one set-based insert (admins only)."""
 
     actor: Actor
-    vehicles: list[BulkVehicle]
+    vehicles: Annotated[list[BulkVehicle], msgspec.Meta(max_length=MAX_BULK)]
 
 
 class BulkVehicleView(msgspec.Struct, kw_only=True):

@@ -13,6 +13,23 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from services.contracts.bookings import Actor
+from services.contracts.limits import (
+    MAX_AUDIENCE_USER_IDS,
+    MAX_DATA_KEYS,
+    MAX_MUTED_TYPES,
+    MAX_ROLES,
+    Body,
+    Cursor,
+    Id,
+    NotificationType,
+    PageLimit,
+    Role,
+    Seq,
+    TemplateAudience,
+    TimeOfDay,
+    TimeZone,
+    Title,
+)
 
 Level = Literal["success", "info", "warning", "error"]
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -113,7 +130,11 @@ class InboxAfterRequest(msgspec.Struct):
 
 
 class NotificationList(msgspec.Struct):
+    """`more` is true when the list ended early to stay small (PAGE_BYTES_MAX): ask
+    again after the last seq even though fewer than `limit` came."""
+
     items: list[Notification]
+    more: bool = False
 
 
 class InboxSummariesRequest(msgspec.Struct):
@@ -144,13 +165,14 @@ class InboxQuery(msgspec.Struct, kw_only=True):
 
     user_id: str
     unread: bool = False
-    type: str | None = None
-    limit: int = 50
-    cursor: str | None = None
+    type: NotificationType | None = None
+    limit: PageLimit = 50
+    cursor: Cursor | None = None
 
 
 class NotificationPage(msgspec.Struct):
-    """`next_cursor` is null on the last page."""
+    """`next_cursor` is null on the last page. A page may hold fewer than `limit`
+    items when they are large (PAGE_BYTES_MAX); `next_cursor` then goes on."""
 
     items: list[Notification]
     next_cursor: str | None = None
@@ -160,7 +182,7 @@ class NotificationRef(msgspec.Struct):
     """One notification of `user_id` (mark read, delete)."""
 
     user_id: str
-    id: str
+    id: Id
 
 
 class UserRef(msgspec.Struct):
@@ -173,7 +195,7 @@ class AckRequest(msgspec.Struct):
     """A socket received notification `seq`: record `delivered_at`."""
 
     user_id: str
-    seq: int
+    seq: Seq
 
 
 class Changed(msgspec.Struct):
@@ -201,9 +223,9 @@ class QuietHours(msgspec.Struct, forbid_unknown_fields=True):
     """Local wall-clock times "HH:MM" (24 h) in IANA `timezone`; `end` may be earlier
     than `start` (the window spans midnight)."""
 
-    start: str
-    end: str
-    timezone: str
+    start: TimeOfDay
+    end: TimeOfDay
+    timezone: TimeZone
 
 
 class Preferences(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -211,7 +233,7 @@ class Preferences(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     inbox (unread) without a live `notification` frame; `urgent` ignores both.
     `websocket` false stops every live `notification` frame, urgent ones included."""
 
-    muted_types: list[str] = []
+    muted_types: Annotated[list[NotificationType], msgspec.Meta(max_length=MAX_MUTED_TYPES)] = []
     quiet_hours: QuietHours | None = None
     websocket: bool = True
 
@@ -226,9 +248,6 @@ class PutPreferences(msgspec.Struct):
 
 
 # ----- templates (admin) -----
-
-Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Body = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 
 
 class TemplateText(msgspec.Struct, kw_only=True):
@@ -267,8 +286,8 @@ class PutTemplate(msgspec.Struct, kw_only=True):
     `level` and `priority` to the default template's."""
 
     actor: Actor
-    type: str
-    audience: str | None = None
+    type: NotificationType
+    audience: TemplateAudience | None = None
     title: Title
     body: Body
     level: Level | None = None
@@ -277,8 +296,8 @@ class PutTemplate(msgspec.Struct, kw_only=True):
 
 class ResetTemplate(msgspec.Struct, kw_only=True):
     actor: Actor
-    type: str
-    audience: str | None = None
+    type: NotificationType
+    audience: TemplateAudience | None = None
 
 
 # ----- admin sends -----
@@ -287,13 +306,14 @@ class ResetTemplate(msgspec.Struct, kw_only=True):
 class Audience(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Who gets an admin send: users by id, everyone with one of `roles`, or `all`."""
 
-    user_ids: list[str] = []
-    roles: list[str] = []
+    user_ids: Annotated[list[Id], msgspec.Meta(max_length=MAX_AUDIENCE_USER_IDS)] = []
+    roles: Annotated[list[Role], msgspec.Meta(max_length=MAX_ROLES)] = []
     all: bool = False
 
 
 class AdminSend(msgspec.Struct, kw_only=True):
-    """Type by audience: `announcement` (all), `admin.alert` (roles), `admin.message`."""
+    """Type by audience: `announcement` (all), `admin.alert` (roles), `admin.message`.
+    `data` has at most MAX_DATA_KEYS keys and DATA_MAX_BYTES bytes as JSON."""
 
     actor: Actor
     audience: Audience
@@ -301,7 +321,7 @@ class AdminSend(msgspec.Struct, kw_only=True):
     body: Body
     level: Level = "info"
     priority: Priority = "normal"
-    data: dict[str, Any] = {}
+    data: Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_DATA_KEYS)] = {}
     expires_at: datetime | None = None
 
 

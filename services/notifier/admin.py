@@ -12,6 +12,7 @@ import structlog
 from services.contracts import notifier as c
 from services.contracts.errors import DomainError
 from services.contracts.ids import uuid7
+from services.contracts.limits import DATA_MAX_BYTES
 from services.notifier import domain, prefs, storage, templates
 from services.notifier.handlers import ROLES, Deps, publish, require_admin
 
@@ -127,6 +128,14 @@ def _audience(req: c.AdminSend, now: datetime) -> tuple[str, list[str], list[str
             "invalid",
             "expires_at must be a future RFC 3339 time with a zone (2026-12-01T00:00:00Z).",
             {"field": "expires_at"},
+        )
+    size = len(msgspec.json.encode(req.data))
+    if size > DATA_MAX_BYTES:
+        raise DomainError(
+            "invalid",
+            f"data is {size} bytes as JSON, more than {DATA_MAX_BYTES}; send less (links "
+            "and ids, not documents).",
+            {"field": "data"},
         )
     type_ = c.ANNOUNCEMENT if a.all else c.ADMIN_ALERT if a.roles else c.ADMIN_MESSAGE
     return type_, list(dict.fromkeys(a.roles)), sorted(set(ids))

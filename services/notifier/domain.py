@@ -20,6 +20,7 @@ from services.contracts.bookings import (
     PaymentFailedData,
     StaffEventData,
 )
+from services.contracts.limits import BODY_MAX, TITLE_MAX
 
 DRIVER, OWNER, STAFF, EMPLOYEE = "driver", "owner", "staff", "employee"
 RENEW_HINT = "Renew it to stay: POST /api/v1/bookings/{booking_id}/renew."
@@ -140,15 +141,25 @@ def placeholders(text: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def render(template: Template, fields: dict[str, Any]) -> tuple[str, str]:
-    """(title, body) with placeholders filled; unknown ones stay visible as `{name}`."""
+    """(title, body) with placeholders filled; unknown ones stay visible as `{name}`.
+
+    Clipped to TITLE_MAX and BODY_MAX characters (ending in an ellipsis): a template may
+    use a placeholder many times, and a notification stays as small as an admin's."""
 
     class Keep(dict):
         def __missing__(self, key: str) -> str:
             return "{" + key + "}"
 
     values = Keep(fields)
-    return template.title.format_map(values), template.body.format_map(values)
+    return (
+        _clip(template.title.format_map(values), TITLE_MAX),
+        _clip(template.body.format_map(values), BODY_MAX),
+    )
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ from services.contracts.envelope import decode_envelope
 from services.contracts.errors import DomainError
 from services.contracts.identity import UserRegisteredData
 from services.contracts.ids import uuid7
+from services.contracts.limits import PAGE_MAX
 from services.notifier import domain, paging, prefs, storage, templates
 
 log = structlog.get_logger()
 ROLES = ("driver", "owner", "employee", "admin")
-MAX_PAGE = 200
 
 
 def utcnow() -> datetime:
@@ -178,7 +178,8 @@ async def inbox_after(deps: Deps, req: c.InboxAfterRequest) -> c.NotificationLis
             deps.clock(),
             req.up_to_seq,
         )
-    return c.NotificationList(items=items)
+    kept = paging.fitting(items)
+    return c.NotificationList(items=items[:kept], more=kept < len(items))
 
 
 MAX_SUMMARIES = 1000
@@ -202,8 +203,8 @@ async def inbox_summaries(deps: Deps, req: c.InboxSummariesRequest) -> c.InboxSu
 async def inbox_query(deps: Deps, req: c.InboxQuery) -> c.NotificationPage:
     """A page newest first; `next_cursor` when more remain. DomainError invalid on a bad
     limit (1 to 200) or cursor."""
-    if not 1 <= req.limit <= MAX_PAGE:
-        raise DomainError("invalid", f"limit must be between 1 and {MAX_PAGE}.", {"field": "limit"})
+    if not 1 <= req.limit <= PAGE_MAX:
+        raise DomainError("invalid", f"limit must be between 1 and {PAGE_MAX}.", {"field": "limit"})
     before = paging.decode_cursor(req.cursor) if req.cursor else None
     async with deps.engine.connect() as conn:
         items = await storage.page(
@@ -215,8 +216,9 @@ async def inbox_query(deps: Deps, req: c.InboxQuery) -> c.NotificationPage:
             limit=req.limit + 1,
             now=deps.clock(),
         )
-    more = len(items) > req.limit
-    items = items[: req.limit]
+    kept = min(req.limit, paging.fitting(items[: req.limit]))
+    more = len(items) > kept
+    items = items[:kept]
     return c.NotificationPage(
         items=items, next_cursor=paging.encode_cursor(items[-1].seq) if more else None
     )

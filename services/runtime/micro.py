@@ -23,6 +23,7 @@ from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 from nats.micro.service import EndpointConfig, Service
 
 from services.contracts.errors import DomainError, ErrorBody
+from services.contracts.limits import explain
 from services.runtime.db import DISCONNECTED, is_disconnect
 from services.runtime.metrics import REQUEST_SECONDS, REQUESTS
 
@@ -96,6 +97,9 @@ class MicroServer:
         try:
             try:
                 payload = decoder.decode(request.data)
+            except msgspec.ValidationError as e:
+                field, detail = explain(str(e))
+                raise DomainError("invalid", detail, {"field": field}) from e
             except msgspec.DecodeError as e:
                 raise DomainError("invalid", f"Invalid request: {e}") from e
             reply = await ep.handler(payload)
@@ -148,11 +152,19 @@ async def call(
 ) -> R:
     """Send `request` to `subject` and decode the reply as `reply_type`.
 
-    Raises RemoteError with the service's code, or `unavailable` when no service
-    answers within `timeout` seconds.
+    Raises RemoteError with the service's code, `unavailable` when no service answers
+    within `timeout` seconds, or `invalid` when the request is larger than a NATS
+    message may be (the server's max payload).
     """
+    payload = _encoder.encode(request)
+    if len(payload) > nc.max_payload:
+        raise RemoteError(
+            "invalid",
+            f"The request is {len(payload)} bytes, more than the {nc.max_payload} bytes "
+            "one message may carry; send less in one call.",
+        )
     try:
-        msg = await nc.request(subject, _encoder.encode(request), timeout=timeout)
+        msg = await nc.request(subject, payload, timeout=timeout)
     except (NoRespondersError, NatsTimeout) as e:
         raise RemoteError(
             "unavailable", f"The service behind {subject} did not answer; try again in a moment."

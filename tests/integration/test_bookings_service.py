@@ -38,7 +38,7 @@ async def make_lot(nc, **kw) -> c.LotView:
         "slot_count": 2,
         "booking_seconds": 60,
         "warning_seconds": 10,
-        "price_per_hour": c.Money("2.40"),
+        "price_per_hour": c.MoneyIn("2.40"),
     } | kw
     return await call(nc, subjects.BOOKINGS_LOT_CREATE, c.CreateLot(actor=OWNER, **args), c.LotView)
 

@@ -24,7 +24,7 @@ def test_booking_price_rounds_half_up_to_the_cent(per_hour, seconds, expected):
     assert domain.booking_price(Decimal(per_hour), seconds) == Decimal(expected)
 
 
-@pytest.mark.parametrize("bad", ["abc", "-1.00", "1.234", "NaN", "Infinity"])
+@pytest.mark.parametrize("bad", ["abc", "-1.00", "1.234", "NaN", "Infinity", "10000000.00"])
 def test_parse_money_rejects_what_is_not_a_price(bad):
     with pytest.raises(DomainError) as e:
         domain.parse_money(bad, "price_per_hour")
@@ -126,6 +126,18 @@ def test_an_expired_booking_is_rebooked_from_now_within_the_grace():
 def test_renewal_refusals_say_why(b, now, free, terms, reason):
     plan = domain.plan_renewal(b, terms, now, free)
     assert isinstance(plan, domain.Refuse) and reason in plan.reason
+
+
+def test_the_largest_booking_price_fits_and_renewals_stop_before_the_column_overflows():
+    # The most an hour may cost, for the longest booking: one period fits numeric(12, 2).
+    period = domain.booking_price(Decimal("9999999.99"), 30 * 24 * 3600)
+    assert period == Decimal("7199999992.80") <= domain.PRICE_MAX
+    terms = domain.RenewalTerms(30 * 24 * 3600, 900, None, period)
+    b = domain.BookingState("active", T0, 3, 0, period)
+    plan = domain.plan_renewal(b, terms, T0, slot_free=False)
+    assert isinstance(plan, domain.Refuse) and "book again" in plan.reason
+    cheap = domain.BookingState("active", T0, 3, 0, Decimal("100.00"))
+    assert isinstance(domain.plan_renewal(cheap, terms, T0, False), domain.Extend)
 
 
 def test_carwash_moves_requested_in_progress_completed_in_order():

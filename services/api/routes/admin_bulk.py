@@ -13,6 +13,7 @@ by the bookings service, which owns them (`bookings.vehicle.bulk`).
 import asyncio
 import uuid
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 import sqlalchemy as sa
@@ -33,9 +34,20 @@ from services.contracts.envelope import new_event
 from services.contracts.errors import DomainError
 from services.contracts.identity import UserRegisteredData
 from services.contracts.ids import uuid7
+from services.contracts.limits import (
+    MAX_BULK,
+    MAX_ROLES,
+    TOKEN_SECONDS_MAX,
+    Email,
+    Id,
+    Name,
+    NewPassword,
+    Plate,
+    Role,
+    TokenSeconds,
+    VehicleLabel,
+)
 
-MAX_USERS = 5000
-MAX_TOKEN_SECONDS = 7 * 24 * 3600
 NO_PASSWORD = "!no-password"  # not an argon2 hash: password logins always fail
 _encoder = msgspec.json.Encoder()
 
@@ -43,9 +55,11 @@ _encoder = msgspec.json.Encoder()
 class BulkUserIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One account: roles default to ["driver"]."""
 
-    email: str
-    full_name: str
-    roles: list[str] = msgspec.field(default_factory=lambda: ["driver"])
+    email: Email
+    full_name: Name
+    roles: Annotated[list[Role], msgspec.Meta(max_length=MAX_ROLES)] = msgspec.field(
+        default_factory=lambda: ["driver"]
+    )
 
 
 class BulkUsersIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -53,9 +67,9 @@ class BulkUsersIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     none. `token_seconds`: lifetime of the minted tokens (default: the server's token
     lifetime; at most 7 days)."""
 
-    users: list[BulkUserIn]
-    password: str | None = None
-    token_seconds: int | None = None
+    users: Annotated[list[BulkUserIn], msgspec.Meta(max_length=MAX_BULK)]
+    password: NewPassword | None = None
+    token_seconds: TokenSeconds | None = None
 
 
 class BulkUserOut(msgspec.Struct, kw_only=True):
@@ -77,15 +91,15 @@ class BulkUsersOut(msgspec.Struct, kw_only=True):
 
 
 class BulkVehicleIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    user_id: str
-    plate: str
-    label: str | None = None
+    user_id: Id
+    plate: Plate
+    label: VehicleLabel | None = None
 
 
 class BulkVehiclesIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """1 to 5,000 vehicles, each for an existing user."""
 
-    vehicles: list[BulkVehicleIn]
+    vehicles: Annotated[list[BulkVehicleIn], msgspec.Meta(max_length=MAX_BULK)]
 
 
 def _require_admin(actor: Actor) -> None:
@@ -98,11 +112,11 @@ def check_users(data: BulkUsersIn, default_seconds: int) -> tuple[list[tuple], i
 
     Raises DomainError("invalid") naming the index and the rule broken.
     """
-    if not 1 <= len(data.users) <= MAX_USERS:
-        raise DomainError("invalid", f"users must hold 1 to {MAX_USERS} accounts.")
+    if not 1 <= len(data.users) <= MAX_BULK:
+        raise DomainError("invalid", f"users must hold 1 to {MAX_BULK} accounts.")
     seconds = data.token_seconds if data.token_seconds is not None else default_seconds
-    if not 1 <= seconds <= MAX_TOKEN_SECONDS:
-        raise DomainError("invalid", f"token_seconds must be between 1 and {MAX_TOKEN_SECONDS}.")
+    if not 1 <= seconds <= TOKEN_SECONDS_MAX:
+        raise DomainError("invalid", f"token_seconds must be between 1 and {TOKEN_SECONDS_MAX}.")
     if data.password is not None:
         identity.check_password(data.password)
     rows, seen = [], set()
@@ -237,8 +251,8 @@ async def create_vehicles_bulk(
     """201 the vehicles in request order. 403 unless admin; 400 naming the first entry
     with an unknown user or a bad plate; 409 when a driver already has that plate."""
     _require_admin(actor)
-    if not 1 <= len(data.vehicles) <= MAX_USERS:
-        raise DomainError("invalid", f"vehicles must hold 1 to {MAX_USERS} entries.")
+    if not 1 <= len(data.vehicles) <= MAX_BULK:
+        raise DomainError("invalid", f"vehicles must hold 1 to {MAX_BULK} entries.")
     wanted = []
     for i, v in enumerate(data.vehicles):
         try:

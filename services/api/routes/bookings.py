@@ -6,36 +6,37 @@ from typing import Annotated
 import msgspec
 from litestar import Request, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from services.api.errors import responses
-from services.api.routes.common import ask, deps
+from services.api.routes.common import CursorQuery, PathId, ask, deps
 from services.contracts import bookings as c
 from services.contracts import subjects as s
 from services.contracts.bookings import Actor
+from services.contracts.limits import PAGE_MAX, Id, PaymentToken, Reason
 
 
 class BookingIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A booking request. `payment_token` is for online payments (simulated provider:
     a token starting `tok_decline` is declined). `carwash: true` orders a wash too."""
 
-    slot_id: str
-    vehicle_id: str | None = None
+    slot_id: Id
+    vehicle_id: Id | None = None
     payment_method: c.PaymentMethod = "cash"
-    payment_token: str | None = None
+    payment_token: PaymentToken | None = None
     carwash: bool = False
 
 
 class RenewIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Optional: `payment_token` for an online booking's renewal charge."""
 
-    payment_token: str | None = None
+    payment_token: PaymentToken | None = None
 
 
 class DeclineIn(msgspec.Struct, forbid_unknown_fields=True):
     """Why the booking is declined (told to the driver)."""
 
-    reason: str
+    reason: Reason
 
 
 @post(
@@ -64,8 +65,8 @@ async def list_bookings(
     request: Request,
     actor: NamedDependency[Actor],
     status: FromQuery[c.BookingStatus | None] = None,
-    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-    cursor: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=PAGE_MAX)] = 50,
+    cursor: CursorQuery = None,
 ) -> c.BookingPage:
     """Drivers: their own; owners and staff: also their lots'; admins: all."""
     return await ask(
@@ -83,7 +84,7 @@ async def list_bookings(
     summary="One booking (its driver, the lot's owner and staff, admin)",
 )
 async def get_booking(
-    request: Request, actor: NamedDependency[Actor], booking_id: FromPath[str]
+    request: Request, actor: NamedDependency[Actor], booking_id: PathId
 ) -> c.BookingView:
     return await ask(
         request,
@@ -103,7 +104,7 @@ async def get_booking(
 async def renew(
     request: Request,
     actor: NamedDependency[Actor],
-    booking_id: FromPath[str],
+    booking_id: PathId,
     data: JSONBody[RenewIn | None] = None,
 ) -> c.BookingView:
     """Active: the end moves by the lot's booking_seconds (same id, renewals + 1). Expired
@@ -126,7 +127,7 @@ async def renew(
     summary="Cancel a booking (its driver)",
 )
 async def cancel(
-    request: Request, actor: NamedDependency[Actor], booking_id: FromPath[str]
+    request: Request, actor: NamedDependency[Actor], booking_id: PathId
 ) -> c.BookingView:
     """Status cancelled; the slot is free at once and both timers are removed."""
     return await ask(
@@ -148,7 +149,7 @@ async def decline(
     request: Request,
     data: JSONBody[DeclineIn],
     actor: NamedDependency[Actor],
-    booking_id: FromPath[str],
+    booking_id: PathId,
 ) -> c.BookingView:
     """Status declined, slot freed, timers removed, an online payment refunded; the
     driver is told the reason."""
@@ -168,7 +169,7 @@ async def decline(
     summary="Verify a cash payment (lot owner, lot staff, admin)",
 )
 async def verify_payment(
-    request: Request, actor: NamedDependency[Actor], booking_id: FromPath[str]
+    request: Request, actor: NamedDependency[Actor], booking_id: PathId
 ) -> c.BookingView:
     return await ask(
         request,
@@ -186,7 +187,7 @@ async def verify_payment(
     summary="Order a car wash during an active booking (its driver)",
 )
 async def order_carwash(
-    request: Request, actor: NamedDependency[Actor], booking_id: FromPath[str]
+    request: Request, actor: NamedDependency[Actor], booking_id: PathId
 ) -> c.CarwashOrderView:
     """201 the order `{id, status: "requested", ...}`; 409 when the lot offers no wash,
     the booking is not active, or a wash is already ordered."""
@@ -206,7 +207,7 @@ async def order_carwash(
     summary="Start a car wash (lot staff, owner, admin)",
 )
 async def start_carwash(
-    request: Request, actor: NamedDependency[Actor], order_id: FromPath[str]
+    request: Request, actor: NamedDependency[Actor], order_id: PathId
 ) -> c.CarwashOrderView:
     return await ask(
         request,
@@ -224,7 +225,7 @@ async def start_carwash(
     summary="Complete a car wash (lot staff, owner, admin)",
 )
 async def complete_carwash(
-    request: Request, actor: NamedDependency[Actor], order_id: FromPath[str]
+    request: Request, actor: NamedDependency[Actor], order_id: PathId
 ) -> c.CarwashOrderView:
     """The driver is told (carwash.completed)."""
     return await ask(

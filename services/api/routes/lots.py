@@ -6,14 +6,25 @@ from typing import Annotated
 import msgspec
 from litestar import Request, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from services.api import storage
 from services.api.errors import responses
-from services.api.routes.common import ask, deps
+from services.api.routes.common import CursorQuery, PathId, ask, deps
 from services.contracts import bookings as c
 from services.contracts import subjects as s
-from services.contracts.bookings import Actor
+from services.contracts.bookings import Actor, MoneyIn, SlotLabels
+from services.contracts.limits import (
+    PAGE_MAX,
+    Address,
+    BookingSeconds,
+    GraceSeconds,
+    Id,
+    MaxRenewals,
+    Name,
+    SlotCount,
+    WarningSeconds,
+)
 
 UNSET = msgspec.UNSET
 
@@ -22,42 +33,42 @@ class LotIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A new lot: slot_labels or slot_count; times in seconds; prices as Money. An admin
     may create it for an owner with `owner_id`."""
 
-    name: str
-    address: str
-    slot_labels: list[str] | None = None
-    slot_count: int | None = None
-    booking_seconds: int = 3600
-    warning_seconds: int = 300
-    price_per_hour: c.Money = c.Money("0.00")
-    carwash_price: c.Money | None = None
-    owner_id: str | None = None
+    name: Name
+    address: Address
+    slot_labels: SlotLabels | None = None
+    slot_count: SlotCount | None = None
+    booking_seconds: BookingSeconds = 3600
+    warning_seconds: WarningSeconds = 300
+    price_per_hour: MoneyIn = MoneyIn("0.00")
+    carwash_price: MoneyIn | None = None
+    owner_id: Id | None = None
 
 
 class LotPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Fields to change; omitted ones stay. `carwash_price: null` stops car washes,
     `max_renewals: null` removes the cap. Applies to bookings and renewals from now on."""
 
-    name: str | msgspec.UnsetType = UNSET
-    address: str | msgspec.UnsetType = UNSET
-    booking_seconds: int | msgspec.UnsetType = UNSET
-    warning_seconds: int | msgspec.UnsetType = UNSET
-    renew_grace_seconds: int | msgspec.UnsetType = UNSET
-    max_renewals: int | msgspec.UnsetType | None = UNSET
-    price_per_hour: c.Money | msgspec.UnsetType = UNSET
-    carwash_price: c.Money | msgspec.UnsetType | None = UNSET
+    name: Name | msgspec.UnsetType = UNSET
+    address: Address | msgspec.UnsetType = UNSET
+    booking_seconds: BookingSeconds | msgspec.UnsetType = UNSET
+    warning_seconds: WarningSeconds | msgspec.UnsetType = UNSET
+    renew_grace_seconds: GraceSeconds | msgspec.UnsetType = UNSET
+    max_renewals: MaxRenewals | msgspec.UnsetType | None = UNSET
+    price_per_hour: MoneyIn | msgspec.UnsetType = UNSET
+    carwash_price: MoneyIn | msgspec.UnsetType | None = UNSET
 
 
 class SlotsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """New slots: `slot_labels`, or `count` slots numbered after the existing ones."""
 
-    slot_labels: list[str] | None = None
-    count: int | None = None
+    slot_labels: SlotLabels | None = None
+    count: SlotCount | None = None
 
 
 class StaffIn(msgspec.Struct, forbid_unknown_fields=True):
     """The user (with the employee role) to assign."""
 
-    user_id: str
+    user_id: Id
 
 
 @post(
@@ -84,8 +95,8 @@ async def create_lot(
 async def list_lots(
     request: Request,
     actor: NamedDependency[Actor],
-    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-    cursor: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=PAGE_MAX)] = 50,
+    cursor: CursorQuery = None,
     mine: FromQuery[bool] = False,
 ) -> c.LotPage:
     """Every lot; `mine=true`: only the lots the caller owns or works at as staff."""
@@ -103,9 +114,7 @@ async def list_lots(
     responses=responses(401, 404),
     summary="One lot with its slots",
 )
-async def get_lot(
-    request: Request, actor: NamedDependency[Actor], lot_id: FromPath[str]
-) -> c.LotView:
+async def get_lot(request: Request, actor: NamedDependency[Actor], lot_id: PathId) -> c.LotView:
     return await ask(request, s.BOOKINGS_LOT_GET, c.GetLot(actor=actor, lot_id=lot_id), c.LotView)
 
 
@@ -116,7 +125,7 @@ async def get_lot(
     summary="Change a lot's settings (its owner, admin)",
 )
 async def update_lot(
-    request: Request, data: JSONBody[LotPatch], actor: NamedDependency[Actor], lot_id: FromPath[str]
+    request: Request, data: JSONBody[LotPatch], actor: NamedDependency[Actor], lot_id: PathId
 ) -> c.LotView:
     req = c.UpdateLot(actor=actor, lot_id=lot_id, **msgspec.structs.asdict(data))
     return await ask(request, s.BOOKINGS_LOT_UPDATE, req, c.LotView)
@@ -129,7 +138,7 @@ async def update_lot(
     summary="Slots of a lot, free or booked",
 )
 async def list_slots(
-    request: Request, actor: NamedDependency[Actor], lot_id: FromPath[str]
+    request: Request, actor: NamedDependency[Actor], lot_id: PathId
 ) -> list[c.SlotView]:
     page = await ask(
         request, s.BOOKINGS_SLOT_LIST, c.ListSlots(actor=actor, lot_id=lot_id), c.SlotList
@@ -145,7 +154,7 @@ async def list_slots(
     summary="Add slots to a lot (its owner, admin)",
 )
 async def add_slots(
-    request: Request, data: JSONBody[SlotsIn], actor: NamedDependency[Actor], lot_id: FromPath[str]
+    request: Request, data: JSONBody[SlotsIn], actor: NamedDependency[Actor], lot_id: PathId
 ) -> list[c.SlotView]:
     """201 the new slots; 409 when a label is already used in the lot."""
     req = c.AddSlots(actor=actor, lot_id=lot_id, slot_labels=data.slot_labels, count=data.count)
@@ -160,7 +169,7 @@ async def add_slots(
     summary="Remove a free slot (its owner, admin)",
 )
 async def remove_slot(
-    request: Request, actor: NamedDependency[Actor], lot_id: FromPath[str], slot_id: FromPath[str]
+    request: Request, actor: NamedDependency[Actor], lot_id: PathId, slot_id: PathId
 ) -> None:
     """204; 409 with `extra.booked_until` while the slot is booked."""
     await ask(
@@ -188,7 +197,7 @@ async def _is_employee(request: Request, user_id: str) -> bool:
     summary="Assign an employee to a lot (its owner, admin)",
 )
 async def assign_staff(
-    request: Request, data: JSONBody[StaffIn], actor: NamedDependency[Actor], lot_id: FromPath[str]
+    request: Request, data: JSONBody[StaffIn], actor: NamedDependency[Actor], lot_id: PathId
 ) -> c.StaffView:
     """201; emits staff.assigned (the lot owner and the employee are told). 400 when the
     user has no employee role; 409 when already assigned."""
@@ -208,7 +217,7 @@ async def assign_staff(
     summary="A lot's staff (its owner, its staff, admin)",
 )
 async def list_staff(
-    request: Request, actor: NamedDependency[Actor], lot_id: FromPath[str]
+    request: Request, actor: NamedDependency[Actor], lot_id: PathId
 ) -> c.StaffList:
     return await ask(
         request, s.BOOKINGS_STAFF_LIST, c.ListStaff(actor=actor, lot_id=lot_id), c.StaffList
@@ -223,7 +232,7 @@ async def list_staff(
     summary="Unassign an employee (its owner, admin)",
 )
 async def unassign_staff(
-    request: Request, actor: NamedDependency[Actor], lot_id: FromPath[str], user_id: FromPath[str]
+    request: Request, actor: NamedDependency[Actor], lot_id: PathId, user_id: PathId
 ) -> None:
     await ask(
         request,

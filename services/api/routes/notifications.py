@@ -9,24 +9,37 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, delete, get, post, put
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
 
 from services.api.auth import provide_actor
 from services.api.errors import responses
+from services.api.routes.common import CursorQuery, PathId
 from services.contracts import notifier as n
 from services.contracts import subjects
 from services.contracts.bookings import Actor
 from services.contracts.errors import DomainError
+from services.contracts.limits import (
+    AUDIENCE_MAX,
+    MAX_DATA_KEYS,
+    PAGE_MAX,
+    SINGLE_LINE,
+    TYPE_MAX,
+    Body,
+    TemplateAudience,
+    Title,
+)
 from services.runtime.micro import call
+
+TypePath = Annotated[str, PathParameter(max_length=TYPE_MAX, pattern=SINGLE_LINE)]
 
 
 class TemplateIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """An override: `audience` defaults to the type's first; level and priority to the
     default template's. Placeholders are `{name}` from the type's `placeholders`."""
 
-    audience: str | None = None
-    title: n.Title
-    body: n.Body
+    audience: TemplateAudience | None = None
+    title: Title
+    body: Body
     level: n.Level | None = None
     priority: n.Priority | None = None
 
@@ -35,11 +48,11 @@ class SendIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """An admin send. `expires_at` (RFC 3339, future) removes it from inboxes then."""
 
     audience: n.Audience
-    title: n.Title
-    body: n.Body
+    title: Title
+    body: Body
     level: n.Level = "info"
     priority: n.Priority = "normal"
-    data: dict[str, Any] = {}
+    data: Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_DATA_KEYS)] = {}
     expires_at: datetime | None = None
 
 
@@ -74,9 +87,11 @@ async def list_notifications(
     request: Request,
     actor: NamedDependency[Actor],
     unread: FromQuery[bool] = False,
-    type_: Annotated[str | None, QueryParameter(name="type")] = None,
-    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-    cursor: FromQuery[str | None] = None,
+    type_: Annotated[
+        str | None, QueryParameter(name="type", max_length=TYPE_MAX, pattern=SINGLE_LINE)
+    ] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=PAGE_MAX)] = 50,
+    cursor: CursorQuery = None,
 ) -> n.NotificationPage:
     """`{items, next_cursor}`; pass `next_cursor` as `cursor` for the next (older) page.
     Pages are keyed on `seq`, so notifications arriving meanwhile never shift them."""
@@ -129,7 +144,7 @@ async def read_all(request: Request, actor: NamedDependency[Actor]) -> MarkedRea
     summary="Mark one notification read",
 )
 async def read_one(
-    request: Request, actor: NamedDependency[Actor], notification_id: FromPath[str]
+    request: Request, actor: NamedDependency[Actor], notification_id: PathId
 ) -> n.Notification:
     """200 the notification with `read_at`; 404 when it is not in the caller's inbox."""
     return await call(
@@ -147,7 +162,7 @@ async def read_one(
     summary="Delete one notification",
 )
 async def delete_one(
-    request: Request, actor: NamedDependency[Actor], notification_id: FromPath[str]
+    request: Request, actor: NamedDependency[Actor], notification_id: PathId
 ) -> None:
     """204; 404 when it is not in the caller's inbox."""
     await call(
@@ -241,7 +256,7 @@ async def put_template(
     request: Request,
     data: JSONBody[TemplateIn],
     actor: NamedDependency[Actor],
-    type: FromPath[str],
+    type: TypePath,
 ) -> n.TemplateView:
     """200 the template in force; 400 naming an unknown placeholder or audience; 404 for
     a type without templates. Applies to the next notification on every replica."""
@@ -263,8 +278,10 @@ async def put_template(
 async def reset_template(
     request: Request,
     actor: NamedDependency[Actor],
-    type: FromPath[str],
-    audience: FromQuery[str | None] = None,
+    type: TypePath,
+    audience: Annotated[
+        str | None, QueryParameter(max_length=AUDIENCE_MAX, pattern=SINGLE_LINE)
+    ] = None,
 ) -> n.TemplateView:
     return await call(
         _nc(request),

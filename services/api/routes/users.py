@@ -5,32 +5,43 @@ from typing import Annotated
 import msgspec
 from litestar import Request, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromQuery, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
 from services.api.auth import provide_actor
 from services.api.errors import responses
 from services.api.logins import Logins
+from services.api.routes.common import CursorQuery
 from services.api.users import Identity, Token, User, UserPage
 from services.contracts.bookings import Actor
 from services.contracts.errors import DomainError
+from services.contracts.limits import (
+    MAX_ROLES,
+    PAGE_MAX,
+    ROLE_MAX,
+    Email,
+    Name,
+    NewPassword,
+    Password,
+    Role,
+)
 
 
 class RegisterIn(msgspec.Struct, forbid_unknown_fields=True):
-    email: str
-    password: str
-    full_name: str
+    email: Email
+    password: NewPassword
+    full_name: Name
 
 
 class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
-    email: str
-    password: str
+    email: Email
+    password: Password
 
 
 class AdminUserIn(msgspec.Struct, forbid_unknown_fields=True):
-    email: str
-    password: str
-    full_name: str
-    roles: list[str]
+    email: Email
+    password: NewPassword
+    full_name: Name
+    roles: Annotated[list[Role], msgspec.Meta(max_length=MAX_ROLES)]
 
 
 def _identity(request: Request) -> Identity:
@@ -101,9 +112,9 @@ async def create_user(
 async def list_users(
     request: Request,
     actor: NamedDependency[Actor],
-    role: FromQuery[str | None] = None,
-    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-    cursor: FromQuery[str | None] = None,
+    role: Annotated[str | None, QueryParameter(max_length=ROLE_MAX)] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=PAGE_MAX)] = 50,
+    cursor: CursorQuery = None,
 ) -> UserPage:
     """`{items, next_cursor}` in creation order; `role=employee` for the employees an
     admin can assign to lots. 403 unless the caller is an admin."""

@@ -10,13 +10,14 @@ from services.api.routes.common import ask, deps
 from services.contracts import bookings as c
 from services.contracts import subjects as s
 from services.contracts.bookings import Actor
+from services.contracts.limits import Plate, VehicleLabel
 
 
 class VehicleIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """`plate` is normalised (upper case, spaces and dashes dropped); `label` is free text."""
 
-    plate: str
-    label: str | None = None
+    plate: Plate
+    label: VehicleLabel | None = None
 
 
 @post(

@@ -277,14 +277,14 @@ async def _try_renewal(
     require_on_booking(
         Action.RENEW, req.actor.user_id, req.actor.roles, row.user_id, people, row.id
     )
+    amount = domain.booking_price(row.lot_price_per_hour, row.booking_seconds)
     # An active booking holds its own slot; only an expired one needs it free.
     plan = domain.plan_renewal(
-        domain.BookingState(row.status, row.end_time, row.version, row.renewals),
-        domain.RenewalTerms(row.booking_seconds, row.renew_grace_seconds, row.max_renewals),
+        domain.BookingState(row.status, row.end_time, row.version, row.renewals, row.price),
+        domain.RenewalTerms(row.booking_seconds, row.renew_grace_seconds, row.max_renewals, amount),
         now,
         row.status == "active" or not row.slot_taken,
     )
-    amount = domain.booking_price(row.lot_price_per_hour, row.booking_seconds)
     charge_id = f"{row.id}:renewal:{row.renewals + 1}"
     charged = False
     refused: list = []

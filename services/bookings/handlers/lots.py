@@ -36,6 +36,13 @@ async def create_lot(deps: Deps, req: c.CreateLot) -> c.LotView:
         if req.carwash_price is None
         else domain.parse_money(req.carwash_price.amount, "carwash_price")
     )
+    currency = req.price_per_hour.currency
+    if req.carwash_price is not None and req.carwash_price.currency != currency:
+        raise DomainError(
+            "invalid",
+            f"carwash_price.currency must be the lot's currency, {currency} (price_per_hour).",
+            {"field": "carwash_price.currency"},
+        )
     owner_id = actor.user_id
     if req.owner_id is not None:
         if domain.ADMIN not in actor.roles and req.owner_id != actor.user_id:
@@ -51,7 +58,7 @@ async def create_lot(deps: Deps, req: c.CreateLot) -> c.LotView:
                 address=req.address.strip(),
                 booking_seconds=req.booking_seconds,
                 warning_seconds=req.warning_seconds,
-                currency=req.price_per_hour.currency,
+                currency=currency,
                 price_per_hour=price,
                 carwash_price=carwash,
                 created_at=deps.clock(),
@@ -84,9 +91,10 @@ async def _lot(conn: AsyncConnection, lot_id: str, with_slots: bool = False) -> 
 
 
 async def get_lot(deps: Deps, req: c.GetLot) -> c.LotView:
-    """Any signed-in user sees any lot (drivers need them to book)."""
+    """Any signed-in user sees any lot (drivers need them to book); with its slots
+    unless `with_slots` is false."""
     async with deps.engine.connect() as conn:
-        return await _lot(conn, parse_id(req.lot_id, "lot"), with_slots=True)
+        return await _lot(conn, parse_id(req.lot_id, "lot"), with_slots=req.with_slots)
 
 
 async def list_lots(deps: Deps, req: c.ListLots) -> c.LotPage:
@@ -194,6 +202,13 @@ async def add_slots(deps: Deps, req: c.AddSlots) -> c.SlotList:
             else:
                 labels = domain.validate_lot(
                     "x", "x", domain.LotSettings(60, 0), req.slot_labels, req.count
+                )
+            if existing + len(labels) > domain.MAX_SLOTS_PER_LOT:
+                raise DomainError(
+                    "invalid",
+                    f"The lot has {existing} slots (removed ones count too) and may have "
+                    f"at most {domain.MAX_SLOTS_PER_LOT}; add at most "
+                    f"{max(0, domain.MAX_SLOTS_PER_LOT - existing)}.",
                 )
             ids = set(await _insert_slots(conn, lot_id, labels, existing))
             rows = await storage.lot_slots(conn, lot_id)

@@ -9,11 +9,13 @@ from services.bookings.storage import lots, staff
 from services.contracts import bookings as c
 from services.contracts import subjects
 from services.contracts.errors import DomainError
+from services.contracts.limits import MAX_STAFF_PER_LOT
 
 
 async def assign(deps: Deps, req: c.StaffRequest) -> c.StaffView:
     """Assign an employee (the api has checked the role) to a lot: admin or lot owner.
-    409 when already assigned. Emits staff.assigned (lot owner and employee hear it)."""
+    409 when already assigned; 400 when the lot has MAX_STAFF_PER_LOT already (every
+    booking event lists them). Emits staff.assigned (lot owner and employee hear it)."""
     lot_id, user_id = parse_id(req.lot_id, "lot"), parse_id(req.user_id, "user")
     now = deps.clock()
     try:
@@ -25,6 +27,11 @@ async def assign(deps: Deps, req: c.StaffRequest) -> c.StaffView:
                     "invalid",
                     "user_id must name a user with the employee role; an admin creates one "
                     "with POST /api/v1/admin/users.",
+                )
+            if len(people.staff_ids) >= MAX_STAFF_PER_LOT and user_id not in people.staff_ids:
+                raise DomainError(
+                    "invalid",
+                    f"A lot has at most {MAX_STAFF_PER_LOT} employees; unassign one first.",
                 )
             await conn.execute(
                 staff.insert().values(

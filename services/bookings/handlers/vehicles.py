@@ -2,6 +2,7 @@
 
 import uuid
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
@@ -12,8 +13,9 @@ from services.bookings.storage import vehicles
 from services.contracts import bookings as c
 from services.contracts.errors import DomainError
 from services.contracts.ids import uuid7
+from services.contracts.limits import MAX_BULK
 
-BULK_VEHICLES = 5000
+_encoder = msgspec.json.Encoder()
 
 
 def _view(r) -> c.VehicleView:
@@ -62,14 +64,14 @@ async def create_vehicles_bulk(deps: Deps, req: c.CreateVehiclesBulk) -> c.BulkV
     checked that the users exist). Plates are normalised as for one vehicle.
 
     Raises DomainError: forbidden (not an admin), invalid (no vehicles, more than
-    BULK_VEHICLES, a bad plate or user id, a (user, plate) twice in the request; the
-    detail names the index), conflict (a driver already registered that plate; nothing
-    is inserted).
+    MAX_BULK, a bad plate or user id, a (user, plate) twice in the request, the detail
+    naming the index; or an answer larger than one NATS message), conflict (a driver
+    already registered that plate; nothing is inserted).
     """
     if domain.ADMIN not in req.actor.roles:
         raise DomainError("forbidden", "Only admins register vehicles in bulk.")
-    if not 1 <= len(req.vehicles) <= BULK_VEHICLES:
-        raise DomainError("invalid", f"vehicles must hold 1 to {BULK_VEHICLES} entries.")
+    if not 1 <= len(req.vehicles) <= MAX_BULK:
+        raise DomainError("invalid", f"vehicles must hold 1 to {MAX_BULK} entries.")
     now = deps.clock()
     rows, seen = [], set()
     for i, v in enumerate(req.vehicles):
@@ -87,6 +89,23 @@ async def create_vehicles_bulk(deps: Deps, req: c.CreateVehiclesBulk) -> c.BulkV
         label = v.label.strip() if v.label and v.label.strip() else None
         row = {"id": str(uuid7()), "user_id": user_id, "plate": plate, "label": label}
         rows.append(row | {"created_at": now})
+    answer = c.BulkVehicleList(
+        items=[
+            c.BulkVehicleView(
+                id=r["id"], user_id=r["user_id"], plate=r["plate"], label=r["label"], created_at=now
+            )
+            for r in rows
+        ]
+    )
+    # Checked before the insert: an answer that cannot be sent must not follow a commit.
+    size = len(_encoder.encode(answer))
+    if deps.nc is not None and size > deps.nc.max_payload:
+        raise DomainError(
+            "invalid",
+            f"vehicles: the answer would be {size} bytes, more than one message may carry "
+            f"({deps.nc.max_payload}); register fewer vehicles per call.",
+            {"field": "vehicles"},
+        )
     async with deps.engine.begin() as conn:
         inserted = (
             (
@@ -110,11 +129,4 @@ async def create_vehicles_bulk(deps: Deps, req: c.CreateVehiclesBulk) -> c.BulkV
                 "nothing was registered.",
                 {"index": first, "plate": plate},
             )
-    return c.BulkVehicleList(
-        items=[
-            c.BulkVehicleView(
-                id=r["id"], user_id=r["user_id"], plate=r["plate"], label=r["label"], created_at=now
-            )
-            for r in rows
-        ]
-    )
+    return answer

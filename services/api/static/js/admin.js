@@ -103,9 +103,9 @@ function NewUser({ created }) {
   return html`<details class="card">
     <summary>Create a user</summary>
     <form class="grid-form" onSubmit=${submit}>
-      <${Field} label="Full name"><input name="full_name" required /></${Field}>
-      <${Field} label="Email"><input name="email" type="email" required /></${Field}>
-      <${Field} label="Password"><input name="password" type="password" minlength="8" required autocomplete="new-password" /></${Field}>
+      <${Field} label="Full name"><input name="full_name" required maxlength="200" /></${Field}>
+      <${Field} label="Email"><input name="email" type="email" required maxlength="254" /></${Field}>
+      <${Field} label="Password"><input name="password" type="password" minlength="8" maxlength="256" required autocomplete="new-password" /></${Field}>
       <fieldset class="row wrap">
         <legend>Roles</legend>
         ${ROLES.map(

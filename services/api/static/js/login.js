@@ -51,18 +51,18 @@ export function Login({ onToken, notice }) {
     ${registering
       ? html`<${Form} onSubmit=${register} submit="Create account">
           <h2>Create an account</h2>
-          <${Field} label="Full name"><input name="full_name" autocomplete="name" required /></${Field}>
-          <${Field} label="Email"><input name="email" type="email" autocomplete="email" required /></${Field}>
+          <${Field} label="Full name"><input name="full_name" autocomplete="name" required maxlength="200" /></${Field}>
+          <${Field} label="Email"><input name="email" type="email" autocomplete="email" required maxlength="254" /></${Field}>
           <${Field} label="Password" hint="At least 8 characters">
-            <input name="password" type="password" autocomplete="new-password" minlength="8" required />
+            <input name="password" type="password" autocomplete="new-password" minlength="8" maxlength="256" required />
           </${Field}>
         </${Form}>
         <p>Have an account? <a href="#/login" onClick=${() => setRegistering(false)}>Log in</a></p>`
       : html`<${Form} onSubmit=${login} submit="Log in">
           <h2>Log in</h2>
-          <${Field} label="Email"><input name="email" type="email" autocomplete="username" required /></${Field}>
+          <${Field} label="Email"><input name="email" type="email" autocomplete="username" required maxlength="254" /></${Field}>
           <${Field} label="Password">
-            <input name="password" type="password" autocomplete="current-password" required />
+            <input name="password" type="password" autocomplete="current-password" maxlength="256" required />
           </${Field}>
         </${Form}>
         <p>New here? <a href="#/register" onClick=${() => setRegistering(true)}>Create an account</a></p>`}
