@@ -20,7 +20,10 @@ class Settings:
     emails and their password that the web UI's login page offers; `parkmate dev` sets
     them for its demo accounts, leave them unset elsewhere),
     PARKMATE_IDEMPOTENCY_KEY_HOURS (how long an Idempotency-Key's answer is kept, hours;
-    older keys are purged every `idempotency_purge_seconds`).
+    older keys are purged every `idempotency_purge_seconds`), PARKMATE_MAX_INFLIGHT (HTTP
+    requests served at once by this process) and PARKMATE_QUEUE_SECONDS (how long a
+    request beyond them may wait for a turn before it is answered 503 with Retry-After;
+    services/api/overload.py).
     """
 
     common: Common
@@ -36,6 +39,8 @@ class Settings:
     demo_password: str = ""
     idempotency_key_hours: float = 24.0
     idempotency_purge_seconds: float = 3600.0
+    max_inflight: int = 128
+    queue_seconds: float = 2.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -54,4 +59,6 @@ class Settings:
             ),
             demo_password=env("DEMO_PASSWORD", ""),
             idempotency_key_hours=float(env("IDEMPOTENCY_KEY_HOURS", "24")),
+            max_inflight=int(env("MAX_INFLIGHT", "128")),
+            queue_seconds=float(env("QUEUE_SECONDS", "2")),
         )
