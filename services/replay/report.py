@@ -118,14 +118,18 @@ def occupancy_figures(sim: Simulation) -> dict[str, Any]:
 
 
 def expiry_figures(sim: Simulation, owner_expired: Counter) -> dict[str, Any]:
-    """Each booking that reached its end expired exactly once (owners' inboxes)."""
+    """Each booking that reached its end expired exactly once (owners' inboxes). Only this
+    run's bookings count: a reused lot's owner also holds an earlier run's expiries."""
     reached = sim.reached_end()
+    made = {p.booking_id for p in sim.periods}
     return {
         "bookings_that_reached_their_end": len(reached),
         "expired_once": sum(1 for b in reached if owner_expired.get(b) == 1),
         "never_expired": sum(1 for b in reached if owner_expired.get(b, 0) == 0),
         "expired_more_than_once": sum(1 for b in reached if owner_expired.get(b, 0) > 1),
-        "expired_without_reaching_end": sum(1 for b in owner_expired if b not in reached),
+        "expired_without_reaching_end": sum(
+            1 for b in owner_expired if b in made and b not in reached
+        ),
     }
 
 
@@ -247,14 +251,14 @@ def render_cpu(cpu: dict[str, Any]) -> list[str]:
         "  process        CPU s   ms/renewal",
     ]
     for row in cpu["processes"]:
-        if row["cpu_seconds"] is None:
-            lines.append(f"  {row['name']:<12}  not measured: {row['why_not']}")
-        else:
+        if row["cpu_seconds"] is not None:
             lines.append(
                 f"  {row['name']:<12} {row['cpu_seconds']:7.2f}   {_s(row['ms_per_renewal']):>10}"
             )
+        elif cpu["measured"]:  # else one line below says why none was
+            lines.append(f"  {row['name']:<12}  not measured: {row['why_not']}")
     if cpu["total_cpu_seconds"] is None:
-        lines.append(f"  total: not measured ({cpu['why_not']})")
+        lines.append(f"  the services, nats-server and PostgreSQL: not measured ({cpu['why_not']})")
     else:
         part = "" if cpu["complete"] else " (of the processes measured)"
         share = cpu["replay_share"]

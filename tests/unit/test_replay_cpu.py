@@ -117,7 +117,12 @@ def test_figures_without_any_server_process_say_cpu_was_not_measured():
     f = figures(start, end, 0, why)
     assert not f["measured"] and f["why_not"] == why["api"]
     assert f["total_cpu_seconds"] is None and f["replay_share"] is None
-    assert "total: not measured (no process list" in "\n".join(render_cpu(f))
+    text = render_cpu(f)
+    assert text[-1] == (
+        "  the services, nats-server and PostgreSQL: not measured (no process list at "
+        ".parkmate/processes.json)"
+    )
+    assert text[-2].split() == ["replay", "0.50", "-"]  # no renewal: no ms per renewal
     assert figures(None, None, 5, why)["measured"] is False
     assert render_cpu(figures(None, None, 5, why)) == [
         "CPU: not measured (the day part did not start)"

@@ -1,6 +1,9 @@
 """The replay report's arithmetic and its verdict (no services)."""
 
-from services.replay.report import failures, percentile, spread
+from collections import Counter
+from types import SimpleNamespace
+
+from services.replay.report import expiry_figures, failures, percentile, spread
 
 
 def test_percentiles_are_nearest_rank():
@@ -84,3 +87,17 @@ def test_an_interrupted_run_skips_the_end_of_day_checks():
     r["expiry_check"]["never_expired"] = 50
     r["active_after_drain"] = 7
     assert failures(r) == []
+
+
+def test_only_this_runs_bookings_count_in_the_expiry_check():
+    """A reused lot's owner also holds an earlier run's expiries: those are not this
+    run's "expired without reaching end"; a booking of this run that was renewed and
+    still expired is."""
+    sim = SimpleNamespace(
+        periods=[SimpleNamespace(booking_id=b) for b in ("ended", "renewed")],
+        reached_end=lambda: {"ended"},
+    )
+    figures = expiry_figures(sim, Counter({"ended": 1, "earlier-run": 1}))
+    assert figures["expired_once"] == 1 and figures["expired_without_reaching_end"] == 0
+    figures = expiry_figures(sim, Counter({"ended": 1, "renewed": 1}))
+    assert figures["expired_without_reaching_end"] == 1
