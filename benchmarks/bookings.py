@@ -109,6 +109,10 @@ class Outcomes:
     latency_ms_p50: float | None = None
     latency_ms_p99: float | None = None
     latency_ms_max: float | None = None
+    # status -> {"p50", "p99", "max"} (ms): how soon a 503, say, came compared to a 201
+    latency_ms_by_status: dict[str, dict[str, float]] = field(default_factory=dict)
+    # why the 429 and 503 answers said no, by the start of their `detail`
+    overload_reasons: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -145,6 +149,9 @@ class Result:
     consumers: dict[str, Consumer] | None = None
     consumers_not_measured: str | None = None
     bookings_checked: int = 0
+    # bookings made whose create was not answered 201 (a 503 after the api stopped
+    # waiting for the bookings service, which made the booking later; a lost answer)
+    bookings_without_201: int = 0
     double_bookings: int = 0
     double_booking_examples: list[str] = field(default_factory=list)
 
@@ -167,13 +174,21 @@ class Result:
             shown = (ok, "409", "429", "503")
             main = ", ".join(f"{code} {o.statuses.get(code, 0):,}" for code in shown)
             other = {k: v for k, v in o.statuses.items() if k not in shown}
-            return [
+            by_status = "; ".join(
+                f"{code}: p50 {num(x['p50'], ' ms', 0)}, p99 {num(x['p99'], ' ms', 0)}"
+                for code, x in o.latency_ms_by_status.items()
+            )
+            lines = [
                 f"{name}: sent {o.sent:,}; {main}"
                 + (f"; other {other}" if other else "")
                 + (f"; transport errors {o.errors}" if o.errors else ""),
                 f"  latency from the scheduled launch: p50 {num(o.latency_ms_p50, ' ms', 0)}, "
-                f"p99 {num(o.latency_ms_p99, ' ms', 0)}, max {num(o.latency_ms_max, ' ms', 0)}",
+                f"p99 {num(o.latency_ms_p99, ' ms', 0)}, max {num(o.latency_ms_max, ' ms', 0)}"
+                + (f" ({by_status})" if by_status else ""),
             ]
+            if o.overload_reasons:
+                lines.append(f"  429/503 said: {o.overload_reasons}")
+            return lines
 
         out = [
             f"offered: {self.rate:g} creates/s for {self.seconds:g} s, {self.contention} "
@@ -212,7 +227,8 @@ class Result:
             )
         out.append(
             f"double bookings: {self.double_bookings} (of {self.bookings_checked:,} bookings "
-            "listed)"
+            f"listed; {self.bookings_without_201:,} of them made although their create was not "
+            "answered 201)"
         )
         out += [f"  {x}" for x in self.double_booking_examples]
         return out
@@ -303,7 +319,11 @@ class Load:
         self.o = options
         self.next_shard = 0
         self.tasks: set[asyncio.Task] = set()
-        self.latency: dict[str, list[float]] = {"create": [], "renew": []}
+        self.latency: dict[str, dict[str, list[float]]] = {
+            "create": defaultdict(list),
+            "renew": defaultdict(list),
+        }
+        self.reasons: dict[str, Counter] = {"create": Counter(), "renew": Counter()}
         self.statuses: dict[str, Counter] = {"create": Counter(), "renew": Counter()}
         self.errors: dict[str, Counter] = {"create": Counter(), "renew": Counter()}
         self.sent: Counter = Counter()
@@ -329,8 +349,10 @@ class Load:
         except httpx.HTTPError as e:
             self.errors[kind][type(e).__name__] += 1
             return None
-        self.latency[kind].append(loop.time() - at)
+        self.latency[kind][str(r.status_code)].append(loop.time() - at)
         self.statuses[kind][str(r.status_code)] += 1
+        if r.status_code in (429, 503):
+            self.reasons[kind][reason(r)] += 1
         return r
 
     async def _create(self, slot: str, driver: dict[str, str], at: float) -> None:
@@ -371,14 +393,26 @@ class Load:
             await asyncio.gather(*list(self.tasks))
 
     def outcomes(self, kind: str) -> Outcomes:
-        lat = sorted(self.latency[kind])
+        def spread(values: list[float]) -> dict[str, float]:
+            ordered = sorted(values)
+            return {
+                "p50": percentile(ordered, 50) * 1000,
+                "p99": percentile(ordered, 99) * 1000,
+                "max": ordered[-1] * 1000,
+            }
+
+        by_status = self.latency[kind]
+        every = [x for values in by_status.values() for x in values]
+        whole = spread(every) if every else {}
         return Outcomes(
             sent=self.sent[kind],
             statuses=dict(sorted(self.statuses[kind].items())),
             errors=dict(self.errors[kind]),
-            latency_ms_p50=None if not lat else percentile(lat, 50) * 1000,
-            latency_ms_p99=None if not lat else percentile(lat, 99) * 1000,
-            latency_ms_max=None if not lat else lat[-1] * 1000,
+            latency_ms_p50=whole.get("p50"),
+            latency_ms_p99=whole.get("p99"),
+            latency_ms_max=whole.get("max"),
+            latency_ms_by_status={code: spread(v) for code, v in sorted(by_status.items())},
+            overload_reasons=dict(self.reasons[kind]),
         )
 
     def races(self) -> dict[str, int]:
@@ -392,6 +426,17 @@ class Load:
             out["no_winner"] += wins == 0
             out["won_more_than_once"] += wins > 1
         return {k: out[k] for k in ("slots", "as_expected", "no_winner", "won_more_than_once")}
+
+
+def reason(r: httpx.Response) -> str:
+    """A 429's or 503's reason: its `detail` up to the first colon or semicolon."""
+    try:
+        detail = str(r.json().get("detail", ""))
+    except ValueError:
+        return "no JSON detail"
+    for mark in (":", ";"):
+        detail = detail.split(mark, 1)[0]
+    return detail[:80]
 
 
 # ----- after the load -----
@@ -559,6 +604,7 @@ async def run(options: Options) -> Result:
         result.races = load.races()
         listed = await all_bookings(http, owner["token"], lot_ids)
         result.bookings_checked = len(listed)
+        result.bookings_without_201 = len(listed) - load.statuses["create"]["201"]
         found = double_bookings(listed)
         result.double_bookings = len(found)
         result.double_booking_examples = found[:5]
