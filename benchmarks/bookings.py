@@ -145,6 +145,10 @@ class Result:
     creates_per_second: float | None = None  # 201s only
     offered_creates_per_second: float | None = None  # create requests launched / --seconds
     launch_lag_ms_max: float | None = None  # how late this client launched a request
+    # requests this client had in flight at most, and its connections: beyond them a
+    # request waited for a connection in the client (counted in its latency)
+    client_in_flight_max: int = 0
+    client_connections: int = SHARDS * SHARD_CONNECTIONS
     races: dict[str, int] = field(default_factory=dict)
     consumers: dict[str, Consumer] | None = None
     consumers_not_measured: str | None = None
@@ -196,7 +200,9 @@ class Result:
             f"({self.booking_seconds} s bookings); {self.lots} lots, {self.slots:,} slots, "
             f"{self.drivers:,} drivers",
             f"launched: {num(self.offered_creates_per_second, ' creates/s')}; this client "
-            f"launched at most {num(self.launch_lag_ms_max, ' ms', 0)} late",
+            f"launched at most {num(self.launch_lag_ms_max, ' ms', 0)} late and had at most "
+            f"{self.client_in_flight_max:,} requests in flight on "
+            f"{self.client_connections:,} connections",
             f"achieved: {num(self.creates_per_second, ' creates/s')} (201s only)",
             *outcome("creates", self.creates, "201"),
             *outcome("renewals", self.renewals, "200"),
@@ -329,6 +335,8 @@ class Load:
         self.sent: Counter = Counter()
         self.per_slot: dict[str, Counter] = defaultdict(Counter)  # slot -> status counts
         self.launch_lag = 0.0
+        self.in_flight = 0
+        self.in_flight_max = 0
         self.first_launch: float | None = None
         self.last_create_answer: float | None = None
         self.window_end = 0.0
@@ -344,11 +352,15 @@ class Load:
         self.launch_lag = max(self.launch_lag, loop.time() - at)
         self.sent[kind] += 1
         headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
+        self.in_flight += 1
+        self.in_flight_max = max(self.in_flight_max, self.in_flight)
         try:
             r = await self._client().post(path, json=body, headers=headers)
         except httpx.HTTPError as e:
             self.errors[kind][type(e).__name__] += 1
             return None
+        finally:
+            self.in_flight -= 1
         self.latency[kind][str(r.status_code)].append(loop.time() - at)
         self.statuses[kind][str(r.status_code)] += 1
         if r.status_code in (429, 503):
@@ -595,6 +607,7 @@ async def run(options: Options) -> Result:
             result.consumers_not_measured = no_nats
         result.creates, result.renewals = load.outcomes("create"), load.outcomes("renew")
         result.launch_lag_ms_max = load.launch_lag * 1000
+        result.client_in_flight_max = load.in_flight_max
         result.offered_creates_per_second = load.sent["create"] / options.seconds
         first = load.first_launch
         if first is not None and load.last_create_answer and load.last_create_answer > first:
