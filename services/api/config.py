@@ -39,7 +39,7 @@ class Settings:
     demo_password: str = ""
     idempotency_key_hours: float = 24.0
     idempotency_purge_seconds: float = 3600.0
-    max_inflight: int = 128
+    max_inflight: int = 32
     queue_seconds: float = 2.0
 
     @classmethod
@@ -59,6 +59,6 @@ class Settings:
             ),
             demo_password=env("DEMO_PASSWORD", ""),
             idempotency_key_hours=float(env("IDEMPOTENCY_KEY_HOURS", "24")),
-            max_inflight=int(env("MAX_INFLIGHT", "128")),
+            max_inflight=int(env("MAX_INFLIGHT", "32")),
             queue_seconds=float(env("QUEUE_SECONDS", "2")),
         )
