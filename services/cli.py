@@ -5,6 +5,7 @@ parkmate run api|bookings|timers|notifier
 parkmate migrate
 parkmate users create --email E --password P --full-name N --role admin
 parkmate replay [--day 2016-12-16] [--speed 120] [--url] [--sockets] [--seed] [--report DIR]
+    [--processes FILE] [--max-lateness 1] [--min-occupancy 99]
 """
 
 import asyncio
@@ -12,6 +13,9 @@ import os
 import sys
 
 import click
+
+from services.runtime.processes import DEFAULT_PATH as DEFAULT_PROCESSES
+from services.runtime.processes import DEFAULT_STATE_DIR
 
 SERVICES = ("api", "bookings", "timers", "notifier")
 
@@ -26,10 +30,10 @@ def main() -> None:
 @click.option("--port", default=8000, show_default=True, type=int, help="HTTP port.")
 @click.option(
     "--state-dir",
-    default=".parkmate",
+    default=DEFAULT_STATE_DIR,
     show_default=True,
     type=click.Path(file_okay=False),
-    help="Where NATS and PostgreSQL keep data.",
+    help="Where NATS and PostgreSQL keep data, and the process list (processes.json).",
 )
 @click.option("--no-demo", is_flag=True, help="Do not seed the demo accounts and lot.")
 def dev(host: str, port: int, state_dir: str, no_demo: bool) -> None:
@@ -125,6 +129,28 @@ def asyncapi(output: str | None) -> None:
 @click.option("--admin-password", default="parkmate", show_default=True)
 @click.option("--concurrency", default=100, show_default=True, help="HTTP connections.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--processes",
+    "processes_path",
+    default=str(DEFAULT_PROCESSES),
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="parkmate dev's process list (pids, metrics URLs), to measure each process's CPU.",
+)
+@click.option(
+    "--max-lateness",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Fail when warning or expiry lateness p99 exceeds this many seconds.",
+)
+@click.option(
+    "--min-occupancy",
+    default=99.0,
+    show_default=True,
+    type=click.FloatRange(0, 100),
+    help="Fail when fewer than this percentage of occupancy checks match the data.",
+)
 def replay(
     data_path: str | None,
     day: str,
@@ -140,15 +166,22 @@ def replay(
     admin_password: str,
     concurrency: int,
     no_progress: bool,
+    processes_path: str,
+    max_lateness: float,
+    min_occupancy: float,
 ) -> None:
     """Replay a real day of Birmingham's car parks through the API and WebSocket.
 
-    Exits 1 when a notification was missing or early, or occupancy did not follow the
-    data (the report says what).
+    Exits 1 when a notification was missing, early, doubled or unexpected, warning or
+    expiry lateness p99 exceeded --max-lateness, or fewer than --min-occupancy percent
+    of the occupancy checks matched the data (the report says what). Measures each
+    process's CPU when the process list of `parkmate dev` is found (--processes).
     """
     from datetime import date
     from pathlib import Path
 
+    from services.replay.cpu import Meter
+    from services.replay.report import Bounds
     from services.replay.runner import load_plan
     from services.replay.runner import replay as run_replay
     from services.replay.simulation import Options, ReplayError
@@ -173,8 +206,12 @@ def replay(
         admin_password=admin_password,
         concurrency=concurrency,
     )
+    bounds = Bounds(max_lateness=max_lateness, min_occupancy=min_occupancy / 100)
+    meter = Meter.for_replay(Path(processes_path), options.url)
     try:
-        result = asyncio.run(run_replay(plan, options, Path(report_dir), not no_progress))
+        result = asyncio.run(
+            run_replay(plan, options, Path(report_dir), not no_progress, bounds, meter)
+        )
     except ReplayError as e:
         raise click.ClickException(str(e)) from None
     if result.failures:

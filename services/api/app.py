@@ -16,6 +16,7 @@ from services.api.errors import exception_handlers
 from services.api.gateway import Gateway
 from services.api.idempotency import IdempotencyMiddleware
 from services.api.logins import Logins
+from services.api.overload import OverloadMiddleware, Slots
 from services.api.routes import admin_bulk, bookings, lots, notifications, users, vehicles
 from services.api.routes.common import strict_body
 from services.api.topics import LotTopics
@@ -47,11 +48,14 @@ def create_app(
     settings: Settings, nc: Client, engine: AsyncEngine, on_identity_commit=None
 ) -> Litestar:
     """The api: REST under /api/v1, the WebSocket at /ws, OpenAPI at /schema, the web UI
-    at / (files under /static)."""
+    at / (files under /static). At most `settings.max_inflight` HTTP requests run at once
+    (services/api/overload.py); `state.overload` holds their count."""
     gateway = Gateway(nc)
+    slots = Slots(settings.max_inflight)
     state = State(
         {
             "settings": settings,
+            "overload": slots,
             "nc": nc,
             "engine": engine,
             "gateway": gateway,
@@ -77,7 +81,11 @@ def create_app(
         route_handlers=[api, healthz, readyz, metrics, *web_routes(settings)],
         state=state,
         exception_handlers=exception_handlers,
-        middleware=[DefineMiddleware(IdempotencyMiddleware, engine=engine, keys=settings.keys)],
+        # The overload bound first: a request it refuses costs no Idempotency-Key work.
+        middleware=[
+            DefineMiddleware(OverloadMiddleware, slots=slots, queue_seconds=settings.queue_seconds),
+            DefineMiddleware(IdempotencyMiddleware, engine=engine, keys=settings.keys),
+        ],
         openapi_config=OpenAPIConfig(
             title="Parkmate",
             version="0.1.0",

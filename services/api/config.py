@@ -39,7 +39,10 @@ class Settings:
     PARKMATE_LOGIN_ACCOUNT_WINDOW_SECONDS, PARKMATE_LOGIN_ADDRESS_ATTEMPTS and
     PARKMATE_LOGIN_ADDRESS_WINDOW_SECONDS (failed logins allowed at once per account and
     per client address, and the seconds in which that allowance comes back),
-    PARKMATE_TRUSTED_PROXIES (peers whose X-Forwarded-For names the client address).
+    PARKMATE_TRUSTED_PROXIES (peers whose X-Forwarded-For names the client address),
+    PARKMATE_MAX_INFLIGHT (HTTP requests served at once by this process) and
+    PARKMATE_QUEUE_SECONDS (how long a request beyond them may wait for a turn before it
+    is answered 503 with Retry-After; services/api/overload.py).
     """
 
     common: Common
@@ -61,6 +64,8 @@ class Settings:
     login_address_attempts: int = 20
     login_address_window_seconds: float = 300.0
     trusted_proxies: tuple[str, ...] = tuple(parse_list(DEFAULT_TRUSTED_PROXIES))
+    max_inflight: int = 32
+    queue_seconds: float = 2.0
 
     @cached_property
     def keys(self) -> identity.Keyring:
@@ -106,6 +111,8 @@ class Settings:
             trusted_proxies=parse_networks(
                 "TRUSTED_PROXIES", env("TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES)
             ),
+            max_inflight=env_int("MAX_INFLIGHT", 32),
+            queue_seconds=env_number("QUEUE_SECONDS", 2),
         )
 
 

@@ -10,6 +10,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy.exc import DBAPIError
 
 from services.api.logins import LoginThrottled
+from services.api.overload import retry_after_seconds
 from services.contracts.errors import DomainError
 from services.contracts.limits import explain
 from services.runtime.db import DISCONNECTED, is_disconnect
@@ -40,15 +41,26 @@ def error_response(
     return Response(content=body, status_code=status, headers=headers)
 
 
-def handle_service_error(_: Request, exc: Exception) -> Response:
+def unavailable(request: Request, detail: str) -> Response:
+    """503 with the Retry-After every 503 of the api carries (services/api/overload.py)."""
+    seconds = retry_after_seconds(request.app.state.settings.queue_seconds)
+    return error_response(503, detail, headers={"Retry-After": str(seconds)})
+
+
+def handle_service_error(request: Request, exc: Exception) -> Response:
+    """A service's error code as its HTTP status; `unavailable` (no answer within the
+    call's timeout, or no service at all) is 503 with Retry-After."""
     assert isinstance(exc, DomainError | RemoteError)
-    return error_response(STATUS.get(exc.code, 500), exc.detail, exc.extra)
+    status = STATUS.get(exc.code, 500)
+    if status == 503:
+        return unavailable(request, exc.detail)
+    return error_response(status, exc.detail, exc.extra)
 
 
-def handle_database_error(_: Request, exc: Exception) -> Response:
+def handle_database_error(request: Request, exc: Exception) -> Response:
     """A lost database connection (PostgreSQL restarted) is 503: retrying will work."""
     if is_disconnect(exc):
-        return error_response(503, DISCONNECTED)
+        return unavailable(request, DISCONNECTED)
     log.error("database error", exc_info=exc)
     return error_response(500, "Internal error.")
 
@@ -101,12 +113,14 @@ _WHEN = {
     409: "The current state does not allow it (for example the slot is booked).",
     422: "The Idempotency-Key was used with another request.",
     429: "Too many failed logins: wait the Retry-After seconds.",
-    503: "A service behind the api did not answer; retry.",
+    503: "The api is at capacity (no turn within PARKMATE_QUEUE_SECONDS) or a service behind "
+    "it did not answer in time: retry after the `Retry-After` header's seconds.",
 }
 
 
 def responses(*codes: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the error codes a route can answer."""
+    """OpenAPI entries for the error codes a route can answer; 503 (overload) always."""
     return {
-        code: ResponseSpec(data_container=ErrorResponse, description=_WHEN[code]) for code in codes
+        code: ResponseSpec(data_container=ErrorResponse, description=_WHEN[code])
+        for code in sorted({*codes, 503})
     }

@@ -36,3 +36,15 @@ WS_CATCH_UPS = Counter(
     "Checks of every socket against the inbox, by what triggered them",
     ["reason"],
 )
+API_IN_FLIGHT = Gauge(
+    "parkmate_api_requests_in_flight",
+    "HTTP requests this api process is serving (bounded by PARKMATE_MAX_INFLIGHT)",
+)
+API_WAITING = Gauge(
+    "parkmate_api_requests_waiting",
+    "HTTP requests waiting for a turn (at most PARKMATE_QUEUE_SECONDS each)",
+)
+API_REJECTED = Counter(
+    "parkmate_api_overload_rejections_total",
+    "HTTP requests answered 503 because no turn came within PARKMATE_QUEUE_SECONDS",
+)
