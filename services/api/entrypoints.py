@@ -32,7 +32,9 @@ async def serve(
     """Serve until `stop`; then stop taking connections, close sockets, drain NATS."""
     log = logs.get("api")
     events = natsconn.ConnectionEvents()
-    nc = await natsconn.connect(settings.common.nats_url, "parkmate-api", events)
+    nc = await natsconn.connect(
+        settings.common.nats_url, "parkmate-api", events, settings.common.nats_auth
+    )
     js = nc.jetstream()
     await natsconn.ensure_streams(js)
     engine = make_engine(settings.common.database_url)

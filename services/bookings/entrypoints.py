@@ -104,7 +104,9 @@ async def serve(
 ) -> None:
     """Run the bookings service until `stop` is set, then drain in order."""
     log = logs.get("bookings")
-    nc = await natsconn.connect(settings.common.nats_url, "parkmate-bookings")
+    nc = await natsconn.connect(
+        settings.common.nats_url, "parkmate-bookings", auth=settings.common.nats_auth
+    )
     js = nc.jetstream()
     await natsconn.ensure_streams(js)
     engine = make_engine(settings.common.database_url)

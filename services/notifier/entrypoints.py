@@ -80,7 +80,9 @@ async def serve(
     """Run until `stop`. `clock` (aware datetimes) is for tests that fix the time."""
     log = logs.get("notifier")
     events = natsconn.ConnectionEvents()
-    nc = await natsconn.connect(settings.common.nats_url, "parkmate-notifier", events)
+    nc = await natsconn.connect(
+        settings.common.nats_url, "parkmate-notifier", events, settings.common.nats_auth
+    )
     instance = str(uuid7())
 
     async def announce(reason: str) -> None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from services.contracts import subjects
+from services.runtime.config import NatsAuth
 
 MIN_SERVER_VERSION = (2, 12, 0)
 
@@ -52,9 +54,39 @@ class ConnectionEvents:
             log.warning("NATS error", error=repr(error))
 
 
-async def connect(url: str, name: str, events: ConnectionEvents | None = None) -> Client:
+def tls_context(auth: NatsAuth) -> ssl.SSLContext | None:
+    """The client TLS context `auth` asks for (server certificate verified against
+    `tls_ca`, or the system's CAs; the client certificate when given), or None without
+    TLS. Raises OSError or ssl.SSLError when a file is missing or not PEM."""
+    if not auth.tls:
+        return None
+    context = ssl.create_default_context(cafile=auth.tls_ca or None)
+    if auth.tls_cert:
+        context.load_cert_chain(auth.tls_cert, auth.tls_key)
+    return context
+
+
+def auth_options(auth: NatsAuth) -> dict:
+    """nats-py `connect` keyword arguments for `auth`: `user_credentials` (the .creds
+    path) and `tls` (an SSLContext), each only when set."""
+    options: dict = {}
+    if auth.creds:
+        options["user_credentials"] = auth.creds
+    context = tls_context(auth)
+    if context is not None:
+        options["tls"] = context
+    return options
+
+
+async def connect(
+    url: str,
+    name: str,
+    events: ConnectionEvents | None = None,
+    auth: NatsAuth | None = None,
+) -> Client:
     """Connect for a service: reconnect forever, notice a dead server within ~10 s.
-    `events` gets the reconnects and slow-consumer drops (see ConnectionEvents).
+    `events` gets the reconnects and slow-consumer drops (see ConnectionEvents); `auth`
+    the credentials and TLS files (none by default).
 
     Raises NatsTooOld when the server is older than 2.12 (no JetStream message
     schedules, so bookings would never expire).
@@ -72,6 +104,7 @@ async def connect(url: str, name: str, events: ConnectionEvents | None = None) -
         reconnected_cb=events._on_reconnected,
         disconnected_cb=events._on_disconnected,
         error_cb=events._on_error,
+        **auth_options(auth or NatsAuth()),
     )
     check_server_version(
         nc.connected_server_version.major,

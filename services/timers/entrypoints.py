@@ -18,7 +18,7 @@ async def serve(
 ) -> None:
     """Run until `stop`; the consumer finishes its batch before the connection drains."""
     log = logs.get("timers")
-    nc = await natsconn.connect(settings.nats_url, "parkmate-timers")
+    nc = await natsconn.connect(settings.nats_url, "parkmate-timers", auth=settings.nats_auth)
     js = nc.jetstream()
     await natsconn.ensure_streams(js)
 
