@@ -13,10 +13,13 @@ import sys
 
 import click
 
+from services.version import VERSION
+
 SERVICES = ("api", "bookings", "timers", "notifier")
 
 
 @click.group()
+@click.version_option(VERSION, prog_name="parkmate")
 def main() -> None:
     """Parkmate: parking bookings whose clock the server owns, with live notifications."""
 
