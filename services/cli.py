@@ -16,11 +16,13 @@ import click
 
 from services.runtime.processes import DEFAULT_PATH as DEFAULT_PROCESSES
 from services.runtime.processes import DEFAULT_STATE_DIR
+from services.version import VERSION
 
 SERVICES = ("api", "bookings", "timers", "notifier")
 
 
 @click.group()
+@click.version_option(VERSION, prog_name="parkmate")
 def main() -> None:
     """Parkmate: parking bookings whose clock the server owns, with live notifications."""
 

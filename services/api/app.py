@@ -22,12 +22,13 @@ from services.api.routes.common import strict_body
 from services.api.topics import LotTopics
 from services.api.users import Identity
 from services.api.web import web_routes
+from services.version import VERSION
 
 
 @get("/healthz", include_in_schema=False)
 async def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
+    """Liveness: the process answers; `version` is the running Parkmate's."""
+    return {"status": "ok", "version": VERSION}
 
 
 @get("/readyz", include_in_schema=False)
@@ -88,7 +89,7 @@ def create_app(
         ],
         openapi_config=OpenAPIConfig(
             title="Parkmate",
-            version="0.1.0",
+            version=VERSION,
             description="Parking bookings whose clock the server owns, with live "
             "notifications. The WebSocket protocol at /ws is described in the repository's "
             "docs/websocket.md.",

@@ -10,7 +10,7 @@ import ipaddress
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
 
 from sqlalchemy.engine import make_url
@@ -30,11 +30,72 @@ class SettingError(ValueError):
 
 
 def env(name: str, default: str | None = None) -> str:
-    """PARKMATE_<name>, or `default`; raises SettingError naming the variable if unset."""
-    value = os.environ.get(f"PARKMATE_{name}", default)
-    if value is None:
-        raise SettingError(f"Set PARKMATE_{name} (see docs/configuration.md).")
-    return value
+    """PARKMATE_<name>; else the contents of the file named by PARKMATE_<name>_FILE (one
+    trailing newline dropped); else `default`.
+
+    The file form lets Kubernetes mount a Secret as a file instead of putting it in the
+    process environment, where every child process and crash report would see it.
+    Raises SettingError naming the variable if neither is set, or naming the file if it
+    cannot be read.
+    """
+    value = os.environ.get(f"PARKMATE_{name}")
+    if value is not None:
+        return value
+    path = os.environ.get(f"PARKMATE_{name}_FILE")
+    if path:
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError as e:
+            raise SettingError(
+                f"PARKMATE_{name}_FILE={path} cannot be read ({e.strerror}); "
+                "mount the file there or unset the variable."
+            ) from None
+        return text.removesuffix("\n")
+    if default is None:
+        raise SettingError(
+            f"Set PARKMATE_{name} or PARKMATE_{name}_FILE (see docs/configuration.md)."
+        )
+    return default
+
+
+@dataclass(frozen=True)
+class NatsAuth:
+    """How a service proves itself to NATS and checks the server: all optional paths.
+
+    `creds` (PARKMATE_NATS_CREDS): a NATS .creds file (user JWT and nkey seed);
+    `tls_ca` (PARKMATE_NATS_TLS_CA): PEM bundle trusted for the server's certificate
+    instead of the system's; `tls_cert` and `tls_key` (PARKMATE_NATS_TLS_CERT,
+    PARKMATE_NATS_TLS_KEY): a client certificate and its key, for servers that verify
+    clients (mutual TLS). Any TLS setting turns TLS on. Empty strings mean unset.
+    """
+
+    creds: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SettingError(
+                "PARKMATE_NATS_TLS_CERT and PARKMATE_NATS_TLS_KEY go together: set both "
+                "(mutual TLS) or neither."
+            )
+
+    @property
+    def tls(self) -> bool:
+        """True when the connection must use TLS."""
+        return bool(self.tls_ca or self.tls_cert)
+
+    @classmethod
+    def from_env(cls) -> "NatsAuth":
+        """Read the four variables; raises SettingError when only one of cert/key is set."""
+        return cls(
+            creds=env("NATS_CREDS", ""),
+            tls_ca=env("NATS_TLS_CA", ""),
+            tls_cert=env("NATS_TLS_CERT", ""),
+            tls_key=env("NATS_TLS_KEY", ""),
+        )
 
 
 def parse_int(name: str, raw: str, minimum: int, maximum: int | None = None) -> int:
@@ -176,20 +237,23 @@ class Common:
     `nats_url` (PARKMATE_NATS_URL), `database_url` (PARKMATE_DATABASE_URL),
     `db_pool_size` (PARKMATE_DB_POOL_SIZE: connections each process keeps open),
     `startup_timeout` (PARKMATE_STARTUP_TIMEOUT_SECONDS: how long, in seconds, a
-    starting service keeps trying to reach NATS and PostgreSQL before it gives up).
+    starting service keeps trying to reach NATS and PostgreSQL before it gives up),
+    `nats_auth`: the NATS credentials and TLS files (see NatsAuth).
     """
 
     nats_url: str
     database_url: str
     db_pool_size: int = DEFAULT_POOL_SIZE
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
+    nats_auth: NatsAuth = field(default_factory=NatsAuth)
 
     @classmethod
     def from_env(cls) -> "Common":
-        """Read and check the four variables; raises SettingError naming a bad one."""
+        """Read and check the variables; raises SettingError naming a bad one."""
         return cls(
             nats_url=parse_nats_url("NATS_URL", env("NATS_URL")),
             database_url=parse_database_url("DATABASE_URL", env("DATABASE_URL")),
             db_pool_size=env_int("DB_POOL_SIZE", DEFAULT_POOL_SIZE),
             startup_timeout=env_number("STARTUP_TIMEOUT_SECONDS", DEFAULT_STARTUP_TIMEOUT),
+            nats_auth=NatsAuth.from_env(),
         )

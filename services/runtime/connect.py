@@ -24,7 +24,7 @@ async def connect_all(
     reach, NatsTooOld; nothing is left open then.
     """
     startup = Startup.begin(stop, common.startup_timeout)
-    nc = await natsconn.connect(common.nats_url, name, events, startup)
+    nc = await natsconn.connect(common.nats_url, name, events, startup, common.nats_auth)
     engine = make_engine(common.database_url, common.db_pool_size)
     try:
         await wait_for_database(engine, redact(common.database_url), startup)

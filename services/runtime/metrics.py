@@ -15,6 +15,12 @@ REQUEST_SECONDS = Histogram(
 MESSAGES = Counter(
     "parkmate_consumer_messages_total", "JetStream messages handled", ["durable", "outcome"]
 )
+CONSUMER_PENDING = Gauge(
+    "parkmate_consumer_pending_messages",
+    "Messages on the stream that a durable consumer has not delivered yet (its lag), as "
+    "this replica last saw it; replicas of one durable report the same number",
+    ["durable"],
+)
 OUTBOX_PUBLISHED = Counter(
     "parkmate_outbox_published_total", "Events published from an outbox", ["schema"]
 )

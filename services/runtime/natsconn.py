@@ -2,6 +2,7 @@
 
 import asyncio
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from services.contracts import subjects
-from services.runtime.config import redact
+from services.runtime.config import NatsAuth, redact
 from services.runtime.startup import Late, Startup, describe
 
 MIN_SERVER_VERSION = (2, 12, 0)
@@ -55,14 +56,40 @@ class ConnectionEvents:
             log.warning("NATS error", error=repr(error))
 
 
+def tls_context(auth: NatsAuth) -> ssl.SSLContext | None:
+    """The client TLS context `auth` asks for (server certificate verified against
+    `tls_ca`, or the system's CAs; the client certificate when given), or None without
+    TLS. Raises OSError or ssl.SSLError when a file is missing or not PEM."""
+    if not auth.tls:
+        return None
+    context = ssl.create_default_context(cafile=auth.tls_ca or None)
+    if auth.tls_cert:
+        context.load_cert_chain(auth.tls_cert, auth.tls_key)
+    return context
+
+
+def auth_options(auth: NatsAuth) -> dict:
+    """nats-py `connect` keyword arguments for `auth`: `user_credentials` (the .creds
+    path) and `tls` (an SSLContext), each only when set."""
+    options: dict = {}
+    if auth.creds:
+        options["user_credentials"] = auth.creds
+    context = tls_context(auth)
+    if context is not None:
+        options["tls"] = context
+    return options
+
+
 async def connect(
     url: str,
     name: str,
     events: ConnectionEvents | None = None,
     startup: Startup | None = None,
+    auth: NatsAuth | None = None,
 ) -> Client:
     """Connect for a service: reconnect forever, notice a dead server within ~10 s.
-    `events` gets the reconnects and slow-consumer drops (see ConnectionEvents).
+    `events` gets the reconnects and slow-consumer drops (see ConnectionEvents); `auth`
+    the credentials and TLS files (none by default).
 
     Until the first connection, every failed attempt (one each RECONNECT_SECONDS) is
     logged as one line. With `startup`, a signal raises Stopping and the deadline raises
@@ -105,6 +132,7 @@ async def connect(
         reconnected_cb=events._on_reconnected,
         disconnected_cb=on_disconnected,
         error_cb=on_error,
+        **auth_options(auth or NatsAuth()),
     )
     try:
         if startup is None:

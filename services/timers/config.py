@@ -1,9 +1,10 @@
 """Settings of the timers service, read and checked once from the environment."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.runtime.config import (
     DEFAULT_STARTUP_TIMEOUT,
+    NatsAuth,
     env,
     env_number,
     env_probe_port,
@@ -18,12 +19,14 @@ class Settings:
     TIMERS for bookings to consume, a Go duration (PARKMATE_TIMER_FIRED_TTL, default 24h);
     `probe_port`: where /healthz, /readyz and /metrics are served (PARKMATE_PROBE_PORT,
     None: nowhere); `startup_timeout`: seconds to keep trying to reach NATS at start
-    (PARKMATE_STARTUP_TIMEOUT_SECONDS)."""
+    (PARKMATE_STARTUP_TIMEOUT_SECONDS); `nats_auth`: NATS credentials and TLS files (see
+    runtime.config.NatsAuth). Timers uses no database."""
 
     nats_url: str
     fired_ttl: str = "24h"
     probe_port: int | None = None
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
+    nats_auth: NatsAuth = field(default_factory=NatsAuth)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -33,4 +36,5 @@ class Settings:
             fired_ttl=parse_go_duration("TIMER_FIRED_TTL", env("TIMER_FIRED_TTL", "24h")),
             probe_port=env_probe_port(),
             startup_timeout=env_number("STARTUP_TIMEOUT_SECONDS", DEFAULT_STARTUP_TIMEOUT),
+            nats_auth=NatsAuth.from_env(),
         )

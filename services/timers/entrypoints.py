@@ -21,7 +21,9 @@ async def serve(
     log = logs.get("timers")
     startup = Startup.begin(stop, settings.startup_timeout)
     try:
-        nc = await natsconn.connect(settings.nats_url, "parkmate-timers", startup=startup)
+        nc = await natsconn.connect(
+            settings.nats_url, "parkmate-timers", startup=startup, auth=settings.nats_auth
+        )
     except Stopping:
         log.info("stopped before it was ready")
         return
