@@ -4,6 +4,7 @@ from litestar import Request
 from litestar.exceptions import NotAuthorizedException
 
 from services.api import identity
+from services.api.idempotency import VERIFIED_TOKEN
 from services.contracts.bookings import Actor
 
 
@@ -20,8 +21,12 @@ async def provide_actor(request: Request) -> Actor:
         raise NotAuthorizedException(
             detail="Send Authorization: Bearer <token>; get one from POST /api/v1/auth/login."
         )
-    try:
-        claims = identity.verify_token(request.app.state.settings.keys, token)
-    except identity.BadToken as e:
-        raise NotAuthorizedException(detail=str(e)) from None
+    verified = request.scope.get("state", {}).get(VERIFIED_TOKEN)
+    if verified is not None and verified[0] == token:
+        claims = verified[1]  # checked a moment ago by the Idempotency-Key middleware
+    else:
+        try:
+            claims = identity.verify_token(request.app.state.settings.keys, token)
+        except identity.BadToken as e:
+            raise NotAuthorizedException(detail=str(e)) from None
     return Actor(user_id=claims.user_id, roles=claims.roles)

@@ -23,6 +23,8 @@ from services.api.storage import idempotency_keys as table
 from services.runtime.db import raw_connection
 
 MAX_KEY = 255
+# Where the verified (token, claims) of the request wait in the ASGI scope's state.
+VERIFIED_TOKEN = "parkmate.verified_token"
 ABANDONED_AFTER = timedelta(seconds=60)
 
 # The claim and the stored answer are on the path of every POST with a key: single
@@ -71,7 +73,7 @@ class IdempotencyMiddleware:
                 "characters; use a fresh UUID per operation.",
             )
         body = await _read_body(receive)
-        principal = self._principal(headers.get(b"authorization"))
+        principal = self._principal(scope, headers.get(b"authorization"))
         digest = hashlib.sha256(
             b"\0".join(
                 [
@@ -121,12 +123,16 @@ class IdempotencyMiddleware:
                 )
         await self._run(scope, body, send, principal, key)
 
-    def _principal(self, authorization: bytes | None) -> str:
+    def _principal(self, scope, authorization: bytes | None) -> str:
         if authorization and authorization.lower().startswith(b"bearer "):
+            token = authorization[7:].decode()
             try:
-                return identity.verify_token(self.keys, authorization[7:].decode()).user_id
+                claims = identity.verify_token(self.keys, token)
             except identity.BadToken:
-                pass
+                return "anonymous"
+            # The route's actor reads it from here: one signature check per request.
+            scope.setdefault("state", {})[VERIFIED_TOKEN] = (token, claims)
+            return claims.user_id
         return "anonymous"
 
     async def _run(self, scope, body: bytes, send, principal: str, key: str) -> None:
