@@ -27,6 +27,7 @@ share one request), and the application heartbeat (one loop pings each socket ev
 
 import asyncio
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 
 import msgspec
 import structlog
@@ -37,7 +38,7 @@ from nats.aio.subscription import Subscription
 from services.api.wsconn import CLOSE_TRY_AGAIN, Connection
 from services.contracts import notifier as n
 from services.contracts import subjects
-from services.runtime.metrics import WS_CATCH_UPS, WS_REPAIRS
+from services.runtime.metrics import NOTIFICATION_LATENCY, WS_CATCH_UPS, WS_REPAIRS
 from services.runtime.micro import RemoteError, call
 
 log = structlog.get_logger()
@@ -57,6 +58,7 @@ SUB_PENDING_MSGS = 1_000_000
 SUB_PENDING_BYTES = 512 * 1024 * 1024
 
 _live_decoder = msgspec.json.Decoder(n.Live)
+_latency = NOTIFICATION_LATENCY.labels("gateway")
 
 
 class Gateway:
@@ -130,6 +132,11 @@ class Gateway:
             conn.live(message)
             if conn.pending and not conn.busy:
                 self.watch_gap(conn)
+        if isinstance(message, n.LiveNotification):
+            # Frames are written as they are queued unless a socket reads slowly, so
+            # this is when the user's sockets got it. Clocks of two hosts: never < 0.
+            age = datetime.now(UTC) - message.notification.created_at
+            _latency.observe(max(0.0, age.total_seconds()))
 
     def watch_gap(self, conn: Connection) -> None:
         """Fill `conn`'s gap from the inbox unless its predecessor arrives in time."""

@@ -26,8 +26,10 @@ from services.contracts.identity import UserRegisteredData
 from services.contracts.ids import uuid7
 from services.contracts.limits import PAGE_MAX
 from services.notifier import domain, paging, prefs, storage, templates
+from services.runtime.metrics import NOTIFICATION_LATENCY
 
 log = structlog.get_logger()
+_latency = NOTIFICATION_LATENCY.labels("notifier")
 ROLES = ("driver", "owner", "employee", "admin")
 
 
@@ -53,10 +55,15 @@ def known_types() -> set[str]:
 
 
 async def publish(deps: Deps, user_id: str, *messages: c.Live) -> None:
-    """Send live messages to every socket of `user_id` (core NATS, after the commit)."""
+    """Send live messages to every socket of `user_id` (core NATS, after the commit);
+    each new notification's age (`deps.clock()` minus its created_at, seconds) goes to
+    parkmate_notification_latency_seconds{stage="notifier"}."""
     subject = subjects.notify_user_subject(user_id)
     for message in messages:
         await deps.nc.publish(subject, _encoder.encode(message))
+        if isinstance(message, c.LiveNotification):
+            age = deps.clock() - message.notification.created_at
+            _latency.observe(max(0.0, age.total_seconds()))
 
 
 def _check_uuid(value: str, what: str = "notification") -> str:

@@ -24,6 +24,20 @@ CONSUMER_PENDING = Gauge(
 OUTBOX_PUBLISHED = Counter(
     "parkmate_outbox_published_total", "Events published from an outbox", ["schema"]
 )
+OUTBOX_PENDING = Gauge(
+    "parkmate_outbox_pending",
+    "Unpublished rows in a schema's outbox, counted at this replica's last poll; "
+    "replicas sharing a schema report the same number",
+    ["schema"],
+)
+NOTIFICATION_LATENCY = Histogram(
+    "parkmate_notification_latency_seconds",
+    "A notification's created_at to its publication on notify.user.<id> by the notifier "
+    "(stage=notifier), or to its frame handed to the user's sockets by an api "
+    "(stage=gateway)",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 TIMER_LATENESS = Histogram(
     "parkmate_timer_lateness_seconds",
     "Fired timer arrival at bookings minus its scheduled time",

@@ -15,6 +15,10 @@ leave a process in the order they were handed over:
   replicas share the work), publish them in id order and mark them published; a poll
   takes only rows older than `grace_seconds`, the ones a process crashed before it
   published, or could not publish. Published rows are deleted after `keep_seconds`.
+
+Each poll also counts the table's unpublished rows (the partial index on them keeps it
+cheap) into parkmate_outbox_pending{schema}: a backlog that grows means NATS refuses
+the events or the relay cannot keep up.
 """
 
 import asyncio
@@ -31,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.contracts.envelope import CloudEvent
 from services.runtime.db import raw_connection
-from services.runtime.metrics import OUTBOX_PUBLISHED
+from services.runtime.metrics import OUTBOX_PENDING, OUTBOX_PUBLISHED
 from services.runtime.natsconn import publish_in_order
 
 log = structlog.get_logger()
@@ -177,6 +181,8 @@ class OutboxRelay:
                     if polling:
                         last_poll = loop.time()
                     sent += await self.publish_pending(None if woken else self._grace)
+                    if polling:
+                        await self.count_pending()
                 await self._cleanup()
             except Exception:
                 log.exception("outbox relay failed; retrying", table=str(self._table))
@@ -240,6 +246,16 @@ class OutboxRelay:
             )
         OUTBOX_PUBLISHED.labels(self._table.schema).inc(len(rows))
         return len(rows)
+
+    async def count_pending(self) -> int:
+        """The table's unpublished rows now (handed-over rows not yet deleted count too);
+        also sets parkmate_outbox_pending{schema} to it."""
+        t = self._table
+        query = sa.select(sa.func.count()).select_from(t).where(t.c.published_at.is_(None))
+        async with self._engine.connect() as conn:
+            count = (await conn.execute(query)).scalar_one()
+        OUTBOX_PENDING.labels(t.schema).set(count)
+        return count
 
     async def _cleanup(self) -> None:
         now = datetime.now(UTC)
