@@ -99,6 +99,8 @@ async def _run(
         "PARKMATE_HOST": options.host,
         "PARKMATE_PORT": str(options.port),
         "PARKMATE_JWT_SECRET": secret,
+        # Lines for a person reading a terminal, unless the operator asked otherwise.
+        "PARKMATE_LOG_FORMAT": os.environ.get("PARKMATE_LOG_FORMAT", "console"),
     }
     if options.demo:
         # The web UI's login page offers the demo accounts (services/api/web.py).

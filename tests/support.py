@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -100,3 +100,33 @@ async def store_unpublished(database_url: str, user_ids: list[str], title: str) 
             )
     finally:
         await engine.dispose()
+
+
+@contextlib.contextmanager
+def json_logs(service: str) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """Set logging up as a service does (JSON lines) into a buffer for the block; yields
+    a function returning the lines logged so far, decoded. Undoes the set-up after."""
+    import io
+    import json
+
+    from services.runtime import logs
+
+    buffer = io.StringIO()
+    logs.setup(service, fmt="json", stream=buffer)
+    try:
+        yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
+    finally:
+        reset_logging()
+
+
+def reset_logging() -> None:
+    """Undo `services.runtime.logs.setup`: structlog's defaults, no handler of ours."""
+    import logging
+
+    import structlog
+
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.name == "parkmate"]:
+        root.removeHandler(handler)
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()

@@ -1,5 +1,6 @@
 """The caller, taken from `Authorization: Bearer <jwt>` (a Litestar dependency)."""
 
+import structlog
 from litestar import Request
 from litestar.exceptions import NotAuthorizedException
 
@@ -29,4 +30,6 @@ async def provide_actor(request: Request) -> Actor:
             claims = identity.verify_token(request.app.state.settings.keys, token)
         except identity.BadToken as e:
             raise NotAuthorizedException(detail=str(e)) from None
+    # The lines logged for the rest of this request say whose it is.
+    structlog.contextvars.bind_contextvars(user_id=claims.user_id)
     return Actor(user_id=claims.user_id, roles=claims.roles)

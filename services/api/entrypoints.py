@@ -8,6 +8,7 @@ import uvicorn
 from services.api import idempotency, logins, storage
 from services.api.app import create_app
 from services.api.config import Settings
+from services.api.requestids import RequestIds
 from services.api.ws import MAX_FRAME, WebSocketFront
 from services.runtime import logs, natsconn
 from services.runtime.connect import connect_all
@@ -46,7 +47,7 @@ async def serve(
     events.slow_consumer.append(app.state.gateway.on_slow_consumer)
     server = uvicorn.Server(
         uvicorn.Config(
-            WebSocketFront(app, app.state),
+            RequestIds(WebSocketFront(app, app.state)),
             host=settings.host,
             port=settings.port,
             log_level="warning",
@@ -60,6 +61,8 @@ async def serve(
             # The client address (login throttling) comes from X-Forwarded-For only when
             # the peer is one of these proxies.
             forwarded_allow_ips=list(settings.trusted_proxies),
+            # No logging set-up of uvicorn's own: its lines go through ours (logs.py).
+            log_config=None,
         )
     )
     server.install_signal_handlers = lambda: None  # our own stop event decides

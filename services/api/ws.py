@@ -283,6 +283,7 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send, state: State)
     except ValueError as e:
         await _refuse(send, CLOSE_BAD_REQUEST, str(e))
         return
+    structlog.contextvars.bind_contextvars(user_id=claims.user_id)
     gateway: Gateway = state.gateway
     conn = Connection(claims.user_id, settings.ws_send_queue, send, state.lot_topics, claims.roles)
     gateway.attach(conn)  # live ones wait in the connection until `hello` is sent

@@ -133,18 +133,24 @@ async def _handle_batch(
 
 
 async def _handle(msg: Msg, handler: Handler, durable: str) -> None:
-    try:
-        delay = await handler(msg)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        log.error("poison message terminated", durable=durable, subject=msg.subject, exc_info=True)
-        await msg.term()
-        MESSAGES.labels(durable, "poison").inc()
-        return
-    except Exception:
-        log.exception("handler failed; will retry", durable=durable, subject=msg.subject)
-        await msg.nak(delay=1.0)
-        MESSAGES.labels(durable, "failed").inc()
-        return
+    # The outbox publishes each event with Nats-Msg-Id = its CloudEvent id: reading the
+    # header costs nothing, decoding the event here would cost a second decode.
+    event_id = (msg.headers or {}).get("Nats-Msg-Id")
+    with structlog.contextvars.bound_contextvars(**({"event_id": event_id} if event_id else {})):
+        try:
+            delay = await handler(msg)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            log.error(
+                "poison message terminated", durable=durable, subject=msg.subject, exc_info=True
+            )
+            await msg.term()
+            MESSAGES.labels(durable, "poison").inc()
+            return
+        except Exception:
+            log.exception("handler failed; will retry", durable=durable, subject=msg.subject)
+            await msg.nak(delay=1.0)
+            MESSAGES.labels(durable, "failed").inc()
+            return
     await _settle(msg, delay, durable)
 
 

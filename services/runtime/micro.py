@@ -5,9 +5,15 @@ nats.micro runs an endpoint's handler one request at a time per process (docs/na
 bounded by a semaphore, so a slow request does not hold up the others. Handlers take
 and return msgspec Structs; a `DomainError` becomes a micro error reply with its code,
 detail and an `ErrorBody` JSON body. `call` is the client side used by the api.
+
+Log context: a request's handler runs with `request_id` bound (the caller's, sent as
+the `X-Request-ID` header by `call` when the api handles an HTTP request, else a new
+one) and `user_id` (the request's `actor`, or its `user_id` field), so any line it
+logs says which request and whose it was.
 """
 
 import asyncio
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +35,8 @@ from services.runtime.metrics import REQUEST_SECONDS, REQUESTS
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+REQUEST_ID_HEADER = "X-Request-ID"
 
 log = structlog.get_logger()
 
@@ -94,6 +102,11 @@ class MicroServer:
     async def _handle(self, ep: Endpoint, decoder: msgspec.json.Decoder, request: Request) -> None:
         started = time.perf_counter()
         outcome = "ok"
+        # Each request is a task of its own (`_dispatcher`), so what is bound here stays
+        # with this request and needs no unbinding.
+        structlog.contextvars.bind_contextvars(
+            request_id=(request.headers or {}).get(REQUEST_ID_HEADER) or new_request_id()
+        )
         try:
             try:
                 payload = decoder.decode(request.data)
@@ -102,6 +115,9 @@ class MicroServer:
                 raise DomainError("invalid", detail, {"field": field}) from e
             except msgspec.DecodeError as e:
                 raise DomainError("invalid", f"Invalid request: {e}") from e
+            user_id = _user_id(payload)
+            if user_id is not None:
+                structlog.contextvars.bind_contextvars(user_id=user_id)
             reply = await ep.handler(payload)
             await request.respond(self._encoder.encode(reply))
         except DomainError as e:
@@ -133,6 +149,18 @@ class MicroServer:
             await asyncio.wait(list(self._tasks), timeout=10)
 
 
+def new_request_id() -> str:
+    """A fresh request id: 16 hex digits."""
+    return secrets.token_hex(8)
+
+
+def _user_id(payload: Any) -> str | None:
+    """Whose request it is: its `actor`'s user id, else its `user_id` field."""
+    actor = getattr(payload, "actor", None)
+    user_id = getattr(actor, "user_id", None) or getattr(payload, "user_id", None)
+    return user_id if isinstance(user_id, str) else None
+
+
 class RemoteError(Exception):
     """An error reply from a service (`code` as in contracts.errors) or no answer at all."""
 
@@ -150,7 +178,8 @@ _error_decoder = msgspec.json.Decoder(ErrorBody)
 async def call(
     nc: Client, subject: str, request: msgspec.Struct, reply_type: type[R], timeout: float = 5.0
 ) -> R:
-    """Send `request` to `subject` and decode the reply as `reply_type`.
+    """Send `request` to `subject` and decode the reply as `reply_type`, with the
+    `request_id` bound in the caller's log context (if any) as the X-Request-ID header.
 
     Raises RemoteError with the service's code, `unavailable` when no service answers
     within `timeout` seconds, or `invalid` when the request is larger than a NATS
@@ -163,8 +192,10 @@ async def call(
             f"The request is {len(payload)} bytes, more than the {nc.max_payload} bytes "
             "one message may carry; send less in one call.",
         )
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    sent = {REQUEST_ID_HEADER: request_id} if request_id else None
     try:
-        msg = await nc.request(subject, payload, timeout=timeout)
+        msg = await nc.request(subject, payload, timeout=timeout, headers=sent)
     except (NoRespondersError, NatsTimeout) as e:
         raise RemoteError(
             "unavailable", f"The service behind {subject} did not answer; try again in a moment."
