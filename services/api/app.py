@@ -102,4 +102,7 @@ def create_app(
         on_startup=[partial(gateway.start, settings.ws_ping_seconds)],
         on_shutdown=[gateway.close_all],
         debug=False,
+        # Logging is set up once per process (services/runtime/logs.py); Litestar's
+        # default would replace the root handler with its own plain-text one.
+        logging_config=None,
     )
