@@ -12,13 +12,17 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import pytest
 import websockets
 
+from services.runtime.embedded import free_port
 from tests.e2e.conftest import SERVICES, System, auth
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -346,18 +350,39 @@ async def test_mutes_quiet_hours_and_urgent_bypass(system):
         await sock.close()
 
 
-@contextlib.contextmanager
-def replica(system: System, name: str):
-    """One more process of service `name` for the block (stopped with SIGTERM after)."""
-    log = open(system.log_dir / f"{name}-2.log", "ab")
-    proc = subprocess.Popen(
+def spawn(system: System, name: str, log_path: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start `parkmate run name` with the system's settings plus `env`, logging to log_path."""
+    log = open(log_path, "ab")
+    return subprocess.Popen(
         [sys.executable, "-m", "services.cli", "run", name],
-        env=system.env,
+        env=system.env | env,
         stdout=log,
         stderr=log,
     )
+
+
+@contextlib.asynccontextmanager
+async def replica(system: System, name: str, timeout: float = 60) -> AsyncIterator[None]:
+    """One more process of service `name` for the block, entered once its /readyz (on a
+    probe port of its own) answers 200, i.e. its consumers and micro endpoints are up;
+    stopped with SIGTERM after, and it must exit 0."""
+    port = free_port()
+    log_path = system.log_dir / f"{name}-2.log"
+    proc = spawn(system, name, log_path, {"PARKMATE_PROBE_PORT": str(port)})
     try:
-        yield proc
+
+        async def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} replica exited: {log_path.read_text()}")
+            try:
+                async with httpx.AsyncClient() as http:
+                    r = await http.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+            except httpx.TransportError:
+                return False
+            return r.status_code == 200
+
+        await eventually(ready, timeout=timeout, interval=0.1)
+        yield
     finally:
         proc.terminate()
         assert proc.wait(20) == 0
@@ -374,8 +399,7 @@ async def test_template_override_shows_on_the_next_event_on_any_replica(system):
             json={"name": "Quick Park", "address": "1 Test St", "slot_count": 3},
         )
         assert lot.status_code == 201, lot.text
-        with replica(system, "notifier"):
-            await asyncio.sleep(2)  # the second replica joins the durable consumer
+        async with replica(system, "notifier"):
             await override_and_book(system, http, admin, driver, lot.json())
 
 
