@@ -16,7 +16,7 @@ from services.api.errors import exception_handlers
 from services.api.gateway import Gateway
 from services.api.idempotency import IdempotencyMiddleware
 from services.api.routes import admin_bulk, bookings, lots, notifications, users, vehicles
-from services.api.routes.common import strict_body
+from services.api.routes.common import strict_input
 from services.api.topics import LotTopics
 from services.api.users import Identity
 from services.api.web import web_routes
@@ -71,7 +71,7 @@ def create_app(
             *admin_bulk.routes,
         ],
         security=[{"bearer": []}],
-        before_request=strict_body,
+        before_request=strict_input,
     )
     return Litestar(
         route_handlers=[api, healthz, readyz, metrics, *web_routes(settings)],
