@@ -2,13 +2,18 @@
 
 import asyncio
 import contextlib
+import inspect
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import msgspec
 import nats
 from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
+from nats.js.errors import NotFoundError
 
 from services.runtime.lifecycle import started
 
@@ -38,17 +43,41 @@ async def nats_client(url: str) -> AsyncIterator[Client]:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[Any]], timeout: float = 10.0, interval: float = 0.05
+    check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
 ) -> Any:
-    """Call `check` until it returns a truthy value; fail with the last value after timeout."""
+    """Call `check` (plain or async) every `interval` s until it returns a truthy value,
+    and return that value; raise AssertionError with the last value after `timeout` s."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        last = await check()
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
         if last:
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s; last value: {last!r}")
+
+
+async def consumed(
+    js: JetStreamContext, stream: str, durable: str, timeout: float = 10.0
+) -> ConsumerInfo:
+    """Wait until the durable consumer `durable` of `stream` has settled every message
+    of the stream it takes (acked or terminated; none pending, none awaiting an ack),
+    and return its info. A message published before the call, with JetStream's ack, is
+    then handled: the way to wait before a check that something did NOT happen.
+    Raises AssertionError after `timeout` s (also while the consumer does not exist)."""
+
+    async def settled() -> ConsumerInfo | None:
+        try:
+            info = await js.consumer_info(stream, durable)
+        except NotFoundError:
+            return None
+        # num_pending counts the stream's messages past the consumer's position that
+        # match its filter, so 0 of both means its ack floor is the last of them.
+        return None if info.num_pending or info.num_ack_pending else info
+
+    return await eventually(settled, timeout)
 
 
 class Collector:
@@ -64,6 +93,15 @@ class Collector:
 
         self.sub = await nc.subscribe(subject, cb=cb)
         return self
+
+    async def caught_up(self, nc: Client, subject: str, timeout: float = 10.0) -> None:
+        """Wait until everything `nc` published before this call has arrived here: publish
+        a marker on `subject` (one this collector hears) and wait for it, since NATS keeps
+        one publisher's order; the marker is then dropped from `items`."""
+        marker = {"marker": uuid.uuid4().hex}
+        await nc.publish(subject, msgspec.json.encode(marker))
+        await eventually(lambda: any(body == marker for _, _, body in self.items), timeout)
+        self.items = [item for item in self.items if item[2] != marker]
 
 
 async def store_unpublished(database_url: str, user_ids: list[str], title: str) -> None:

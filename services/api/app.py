@@ -18,7 +18,7 @@ from services.api.idempotency import IdempotencyMiddleware
 from services.api.logins import Logins
 from services.api.overload import OverloadMiddleware, Slots
 from services.api.routes import admin_bulk, bookings, lots, notifications, users, vehicles
-from services.api.routes.common import strict_body
+from services.api.routes.common import strict_input
 from services.api.topics import LotTopics
 from services.api.users import Identity
 from services.api.web import web_routes
@@ -76,7 +76,7 @@ def create_app(
             *admin_bulk.routes,
         ],
         security=[{"bearer": []}],
-        before_request=strict_body,
+        before_request=strict_input,
     )
     return Litestar(
         route_handlers=[api, healthz, readyz, metrics, *web_routes(settings)],

@@ -31,8 +31,13 @@ class Schedule:
 
 
 def rfc3339(at: datetime) -> str:
-    """UTC, millisecond precision, `Z` suffix: the form `Nats-Schedule: @at` accepts."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+    """UTC, millisecond precision, `Z` suffix: the form `Nats-Schedule: @at` accepts.
+    Rounded up to the next millisecond, never down: a schedule must not fire before
+    `at` (truncating fired up to 1 ms early)."""
+    at = at.astimezone(UTC)
+    if at.microsecond % 1000:
+        at += timedelta(microseconds=1000 - at.microsecond % 1000)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
 
 
 def schedules_for(booking: BookingEventData) -> list[Schedule]:

@@ -99,7 +99,7 @@ async def test_a_driver_offline_during_warning_and_expiry_gets_both_on_reconnect
     # The api goes away: the page says so and keeps counting down on its own.
     system.stop("api")
     await expect(driver.locator(".conn")).to_have_text(re.compile("Reconnecting|Offline"))
-    await asyncio.sleep(7)  # warning and expiry happen on the server meanwhile
+    await asyncio.sleep(7)  # on purpose: warning and expiry happen on the server meanwhile
     await expect(driver.locator(".countdown")).to_have_text("00:00:00")
 
     # Back: the socket reconnects by itself, resumes, and the missed toasts show.

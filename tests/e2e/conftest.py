@@ -16,6 +16,7 @@ import pytest
 import websockets
 
 from services.runtime.embedded import free_port
+from tests.support import consumed
 
 SERVICES = ("bookings", "timers", "notifier", "api")
 SECRET = "e2e-test-secret-that-is-32-bytes-long"
@@ -76,6 +77,24 @@ class System:
                         if time.monotonic() > deadline:
                             raise
                         await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
+
+    async def notifier_caught_up(self) -> None:
+        """Wait until the notifier has handled every event on EVENTS so far (both its
+        consumers settled): a check that nobody was notified may follow."""
+        nc = await nats.connect(self.nats_url)
+        try:
+            for durable in ("notifier", "notifier-users"):
+                await consumed(nc.jetstream(), "EVENTS", durable)
+        finally:
+            await nc.close()
+
+    async def consumer_caught_up(self, stream: str, durable: str) -> None:
+        """Wait until consumer `durable` of `stream` has settled every message so far."""
+        nc = await nats.connect(self.nats_url)
+        try:
+            await consumed(nc.jetstream(), stream, durable)
         finally:
             await nc.close()
 

@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import websockets
 
+from tests.support import eventually
+
 
 @dataclass
 class Person:
@@ -43,6 +45,13 @@ class Person:
 
     async def send(self, frame: dict) -> None:
         await self.ws.send(json.dumps(frame))
+
+    async def handled(self) -> None:
+        """Wait until the server has handled every frame sent so far: it handles a
+        socket's frames in order, so the pong of a ping sent now comes after them."""
+        pongs = len([f for f in self.frames if f["type"] == "pong"])
+        await self.send({"type": "ping"})
+        await eventually(lambda: len([f for f in self.frames if f["type"] == "pong"]) > pongs)
 
     def notifications(self, type_: str | None = None) -> list[dict]:
         return [

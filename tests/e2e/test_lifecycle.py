@@ -68,7 +68,8 @@ async def book_and_watch(system: System, stop_timers: bool = False):
         assert booking["price"] == {"amount": "0.01", "currency": "EUR"}  # 3.60/h for 6 s
         got = await frames(ws, 1, 5)
         if stop_timers:
-            await asyncio.sleep(0.5)  # the schedules are on TIMERS by now
+            # timers acks booking.created once its schedules are on TIMERS.
+            await system.consumer_caught_up("EVENTS", "timers")
             assert system.stop("timers") == 0
         got += await frames(ws, 2, 10)
         (owner_note,) = await frames(owner_ws, 1, 5)

@@ -24,7 +24,7 @@ import websockets
 from services.runtime import embedded
 from tests.e2e.conftest import SERVICES, System, auth
 from tests.e2e.test_notifications import Socket, admin_token, known_to_notifier
-from tests.support import store_unpublished
+from tests.support import eventually, store_unpublished
 
 pytestmark = pytest.mark.e2e
 
@@ -92,6 +92,8 @@ async def test_every_seq_arrives_once_in_order_across_a_nats_restart(database_ur
                         sockets.append((token, await Socket.open(api, token)))
                 ids = [uid for uid, _ in users]
 
+                accepted: list[int] = []
+
                 async def send(round_: int) -> None:
                     # During the outage the api answers 503; try again, as a client would.
                     for _ in range(200):
@@ -106,6 +108,7 @@ async def test_every_seq_arrives_once_in_order_across_a_nats_restart(database_ur
                                 },
                             )
                             if r.status_code == 202:
+                                accepted.append(round_)
                                 return
                         await asyncio.sleep(0.1)
                     raise AssertionError(f"round {round_} was never accepted")
@@ -113,7 +116,7 @@ async def test_every_seq_arrives_once_in_order_across_a_nats_restart(database_ur
                 async def rounds() -> None:
                     for round_ in range(40):
                         await send(round_)
-                        await asyncio.sleep(0.02)
+                        await asyncio.sleep(0.02)  # on purpose: rounds spread over the outage
 
                 async def all_delivered(minimum: int) -> None:
                     for token, sock in sockets:
@@ -129,9 +132,9 @@ async def test_every_seq_arrives_once_in_order_across_a_nats_restart(database_ur
 
                 # 1. NATS dies while rounds are being sent, and comes back.
                 sender = asyncio.create_task(rounds())
-                await asyncio.sleep(0.4)
+                await eventually(lambda: len(accepted) >= 5, timeout=30)
                 kill_nats()
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(1.0)  # on purpose: NATS stays down a while
                 server = embedded.start_nats(nats_dir, port=port)
                 await sender
                 await all_delivered(40)
@@ -140,7 +143,7 @@ async def test_every_seq_arrives_once_in_order_across_a_nats_restart(database_ur
                 # no later message shows the gap; the api's reconnect must.
                 await store_unpublished(database_url, ids, "lost before a NATS restart")
                 kill_nats()
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)  # on purpose: NATS stays down a while
                 server = embedded.start_nats(nats_dir, port=port)
                 await all_delivered(41)
 

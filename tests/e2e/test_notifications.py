@@ -12,13 +12,17 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import pytest
 import websockets
 
+from services.runtime.embedded import free_port
 from tests.e2e.conftest import SERVICES, System, auth
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -109,6 +113,14 @@ def last_count(sock: Socket) -> int | None:
         if frame["type"] == "notification" and "unread_count" in frame:
             return frame["unread_count"]
     return None
+
+
+async def handled(sock: Socket) -> None:
+    """Wait until the server has handled every frame sent on `sock` and sent what it had
+    queued for it: the pong of a ping sent now comes after all that."""
+    pongs = len(sock.of("pong"))
+    await sock.send({"type": "ping"})
+    await sock.until(lambda s: len(s.of("pong")) > pongs)
 
 
 async def admin_token(system: System, http) -> str:
@@ -346,18 +358,39 @@ async def test_mutes_quiet_hours_and_urgent_bypass(system):
         await sock.close()
 
 
-@contextlib.contextmanager
-def replica(system: System, name: str):
-    """One more process of service `name` for the block (stopped with SIGTERM after)."""
-    log = open(system.log_dir / f"{name}-2.log", "ab")
-    proc = subprocess.Popen(
+def spawn(system: System, name: str, log_path: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start `parkmate run name` with the system's settings plus `env`, logging to log_path."""
+    log = open(log_path, "ab")
+    return subprocess.Popen(
         [sys.executable, "-m", "services.cli", "run", name],
-        env=system.env,
+        env=system.env | env,
         stdout=log,
         stderr=log,
     )
+
+
+@contextlib.asynccontextmanager
+async def replica(system: System, name: str, timeout: float = 60) -> AsyncIterator[None]:
+    """One more process of service `name` for the block, entered once its /readyz (on a
+    probe port of its own) answers 200, i.e. its consumers and micro endpoints are up;
+    stopped with SIGTERM after, and it must exit 0."""
+    port = free_port()
+    log_path = system.log_dir / f"{name}-2.log"
+    proc = spawn(system, name, log_path, {"PARKMATE_PROBE_PORT": str(port)})
     try:
-        yield proc
+
+        async def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} replica exited: {log_path.read_text()}")
+            try:
+                async with httpx.AsyncClient() as http:
+                    r = await http.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+            except httpx.TransportError:
+                return False
+            return r.status_code == 200
+
+        await eventually(ready, timeout=timeout, interval=0.1)
+        yield
     finally:
         proc.terminate()
         assert proc.wait(20) == 0
@@ -374,8 +407,7 @@ async def test_template_override_shows_on_the_next_event_on_any_replica(system):
             json={"name": "Quick Park", "address": "1 Test St", "slot_count": 3},
         )
         assert lot.status_code == 201, lot.text
-        with replica(system, "notifier"):
-            await asyncio.sleep(2)  # the second replica joins the durable consumer
+        async with replica(system, "notifier"):
             await override_and_book(system, http, admin, driver, lot.json())
 
 
@@ -511,7 +543,7 @@ async def test_resume_racing_live_notifications_has_no_gap_and_no_duplicate(syst
             await asyncio.gather(sock.send({"type": "resume", "after_seq": 0}), *burst)
             total = hello + 10
             await sock.until(lambda s, t=total: len(set(s.seqs())) == t, timeout=15)
-            await asyncio.sleep(0.3)
+            await handled(sock)  # any duplicate queued behind them is here too
             seqs = sock.seqs()
             assert sorted(seqs) == list(range(1, total + 1)), seqs  # no gap, no duplicate
             replayed = [s for s in seqs if s <= hello]
@@ -543,10 +575,10 @@ async def test_ack_records_delivery_in_the_inbox(system):
             items = (await http.get("/notifications", headers=auth(token))).json()["items"]
             return {x["seq"]: x["delivered_at"] for x in items}
 
-        deadline = time.monotonic() + 10
-        while (await delivered())[2] is None:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        async def delivered_at(seq: int) -> str | None:
+            return (await delivered())[seq]
+
+        await eventually(lambda: delivered_at(2))
         assert (await delivered())[1] is None  # stored, not acknowledged
         await sock.send({"type": "ack", "seq": 99})
         err = await sock.until(lambda s: s.of("error") and s.of("error")[-1])
@@ -567,8 +599,8 @@ async def test_heartbeat_closes_a_client_that_stops_answering(nats_url, database
             assert await silent.close_code(timeout=10) == 4408
             assert time.monotonic() - started >= 0.8  # two missed pings, not one
             assert len(silent.of("ping")) >= 2
-            await asyncio.sleep(1.0)
-            assert polite.closed is None and len(polite.of("ping")) >= 4
+            await polite.until(lambda s: len(s.of("ping")) >= 4)
+            assert polite.closed is None
             await polite.send({"type": "ping"})
             await polite.until(lambda s: s.of("pong"))
             await polite.close()
@@ -587,16 +619,16 @@ async def test_bad_frames_rate_limit_and_token_expiry(nats_url, database_url, tm
             await sock.until(lambda s: len(s.of("error")) == 4)
             codes = [e["code"] for e in sock.of("error")]
             assert codes == ["bad_frame", "bad_frame", "unknown_type", "bad_frame"]
-            await asyncio.sleep(1.2)  # the bucket refills
+            await asyncio.sleep(1.2)  # on purpose: the bucket refills
             await sock.send({"type": "ping"})
             await sock.until(lambda s: s.of("pong"))  # still open
 
             # A short burst over the limit: dropped with a warning, the socket stays.
-            await asyncio.sleep(1.2)
+            await asyncio.sleep(1.2)  # on purpose: the bucket refills
             for _ in range(8):
                 await sock.send({"type": "ping"})
             await sock.until(lambda s: s.of("error")[-1]["code"] == "rate_limited")
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.5)  # on purpose: the dropped frames drain, the bucket refills
             await sock.send({"type": "ping"})
             await sock.until(lambda s: len(s.of("pong")) >= 7)
             assert sock.closed is None

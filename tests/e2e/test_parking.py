@@ -220,8 +220,8 @@ async def test_staff_vehicles_booking_payment_carwash_renew_and_decline(system):
         slots = (await http.get(f"/lots/{c.lot['id']}/slots", headers=c.driver.auth)).json()
         assert slots[0]["status"] == "free"
 
-        await asyncio.sleep(0.5)
-        assert c.bystander.notifications() == []
+        await system.notifier_caught_up()
+        assert c.bystander.notifications() == [] and await c.bystander.inbox() == []
         inbox = await c.driver.inbox()
         assert [x["type"] for x in inbox] == [
             "booking.created",
@@ -251,7 +251,7 @@ async def test_cancel_online_payments_and_live_slot_updates(system):
         await c.owner.send({"type": "subscribe", "topic": f"lot.{c.lot['id']}"})
         await c.bystander.send({"type": "subscribe", "topic": "lot.nonsense"})
         assert (await c.bystander.wait_frame("error"))["code"] == "bad_topic"
-        await asyncio.sleep(0.2)
+        await c.owner.handled()  # subscribed before the slots change
         slot = c.lot["slots"][1]
 
         # payment.failed: a declined token makes no booking and tells the driver.
@@ -297,8 +297,8 @@ async def test_cancel_online_payments_and_live_slot_updates(system):
         # A lot without car wash, and a wash on a finished booking, are refused.
         r = await http.post(f"/bookings/{b2['id']}/carwash", headers=c.driver.auth)
         assert r.status_code == 409
-        await asyncio.sleep(0.3)
-        assert c.bystander.notifications() == []
+        await system.notifier_caught_up()
+        assert c.bystander.notifications() == [] and await c.bystander.inbox() == []
         await close_all(c)
 
 
@@ -328,8 +328,8 @@ async def test_expiry_owner_note_renewal_failed_and_renewal_after_expiry(system)
         assert r.status_code == 409 and "at most 1 renewals" in r.json()["detail"]
         n = await c.driver.wait_for("booking.renewal_failed", booking_id=fresh["id"])
         assert n["level"] == "error" and "at most 1" in n["body"]
-        await asyncio.sleep(0.3)
-        assert c.bystander.notifications() == []
+        await system.notifier_caught_up()
+        assert c.bystander.notifications() == [] and await c.bystander.inbox() == []
         await close_all(c)
 
 
@@ -452,9 +452,9 @@ async def test_renew_racing_the_expiry_never_leaves_a_half_state(system):
             slot = c.lot["slots"][len(outcomes) % 3]
             b = await book(http, c.driver, slot)
             # Sleep until `offset` seconds before the end (negative: just after it).
-            await asyncio.sleep(max(0.0, 2.0 - offset - 0.05))
+            await asyncio.sleep(max(0.0, 2.0 - offset - 0.05))  # on purpose
             r = await http.post(f"/bookings/{b['id']}/renew", headers=c.driver.auth)
-            await asyncio.sleep(1.5)  # past the old end and any stale expiry
+            await asyncio.sleep(1.5)  # on purpose: past the old end and any stale expiry
             now = (await http.get(f"/bookings/{b['id']}", headers=c.driver.auth)).json()
             if r.status_code == 200:
                 assert now["status"] == "active", (offset, now)

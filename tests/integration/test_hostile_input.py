@@ -254,6 +254,30 @@ async def test_query_and_path_parameters_are_bounded(api):  # noqa: F811
     assert (await api.get("/lots", headers=driver, params={"limit": "5"})).status_code == 200
 
 
+async def test_unknown_query_parameters_and_empty_cursors_are_refused(api):  # noqa: F811
+    _, driver = await new_driver(api, "uq@example.com")
+    detail = refused(await api.get("/lots", headers=driver, params={"limt": "5"}), "limt")
+    assert "cursor, limit, mine" in detail
+    r = await api.get("/lots?=false", headers=driver)
+    assert r.status_code == 400 and r.json()["extra"]["field"] == "", r.text
+    refused(await api.get("/me", headers=driver, params={"x": "1"}), "x")
+    refused(await api.get("/notifications", headers=driver, params={"cursor": ""}), "cursor")
+    ok = await api.get("/notifications", headers=driver, params={"limit": 5, "unread": "true"})
+    assert ok.status_code == 200, ok.text
+
+
+async def test_an_admin_cannot_create_a_lot_for_a_user_who_does_not_exist(api):  # noqa: F811
+    owner_id, _ = await new_driver(api, "future-owner@example.com")
+    admin = token(str(uuid7()), ["admin"])
+    for nobody in (str(uuid7()), "0"):
+        detail = refused(
+            await api.post("/lots", headers=admin, json=LOT | {"owner_id": nobody}), "owner_id"
+        )
+        assert repr(nobody) in detail
+    lot = await new_lot(api, admin, owner_id=owner_id)
+    assert lot["owner_id"] == owner_id
+
+
 async def test_the_openapi_schema_shows_the_limits(api):  # noqa: F811
     root = f"http://{api.base_url.host}:{api.base_url.port}"
     schema = (await api.get(root + "/schema/openapi.json")).json()

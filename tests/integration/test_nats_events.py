@@ -4,6 +4,7 @@ reported to the listeners the gateway relies on (services/api/gateway.py)."""
 import asyncio
 
 from services.runtime import natsconn
+from tests.support import eventually
 
 
 async def test_a_slow_consumer_drop_reaches_the_listener_with_its_subscription(nats_url):
@@ -21,10 +22,7 @@ async def test_a_slow_consumer_drop_reaches_the_listener_with_its_subscription(n
         for i in range(10):
             await nc.publish("test.slow", str(i).encode())
         await nc.flush()
-        for _ in range(100):
-            if dropped:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: dropped)
         assert dropped and all(s is sub for s in dropped)
         release.set()
     finally:

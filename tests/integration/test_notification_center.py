@@ -76,7 +76,6 @@ async def known(nc, user_ids) -> None:
         return info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq
 
     await eventually(check)
-    await asyncio.sleep(0.1)
 
 
 async def send(nc, **kw) -> n.SendResult:

@@ -69,7 +69,7 @@ async def test_one_batch_keeps_each_inbox_exact(nc, deps):
 
     # The whole batch again (a redelivery after a crash): nothing new, nothing published.
     assert await handlers.on_events(deps, encoded(*batch)) == []
-    await asyncio.sleep(0.3)
+    await live.caught_up(deps.nc, "notify.user.marker")
     assert len(live.items) == 6
     assert [x.seq for x in await _inbox(deps.engine, owner)] == [1, 2]
 

@@ -16,7 +16,7 @@ from services.notifier.config import Settings
 from services.notifier.entrypoints import serve
 from services.runtime.config import Common
 from services.runtime.micro import RemoteError, call
-from tests.support import Collector, eventually, running
+from tests.support import Collector, consumed, eventually, running
 
 
 def event(type_: str, driver: str, owner: str, booking_id: str | None = None):
@@ -76,7 +76,7 @@ async def test_booking_created_reaches_driver_and_owner_live_and_in_the_inbox(
         # The same event delivered again (a new message id defeats JetStream's dedupe,
         # as a redelivery after a crash would) makes no second notification.
         await publish(nc, ev, msg_id=str(uuid7()))
-        await asyncio.sleep(0.5)
+        await consumed(nc.jetstream(), "EVENTS", "notifier")
         assert (await summary(nc, driver)).last_seq == 1
         assert len(live.items) == 2
 

@@ -1,7 +1,6 @@
 """The timers service against a real nats-server: schedules fire on time, are replaced
 on renewal and removed on cancellation, and fire with the timers process stopped."""
 
-import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +15,7 @@ from services.contracts.timers import TimerFired
 from services.runtime.natsconn import ensure_streams
 from services.timers.config import Settings
 from services.timers.entrypoints import serve
-from tests.support import nats_client, running
+from tests.support import eventually, nats_client, running
 
 
 def booking_event(
@@ -73,7 +72,7 @@ async def test_warning_and_expiry_fire_at_their_times_never_early(timers, nats_u
         await publish(
             nc, subjects.BOOKING_CREATED, booking_event(subjects.BOOKING_CREATED, "b1", end)
         )
-        await asyncio.sleep(3)
+        await eventually(lambda: len(fired) >= 2, timeout=10)
     kinds = [(f.kind, f.booking_id, f.version) for _, f in fired]
     assert kinds == [("warning", "b1", 1), ("expiry", "b1", 1)]
     for arrived, f in fired:
@@ -108,7 +107,9 @@ async def test_renewal_replaces_and_cancellation_removes_the_schedules(timers, n
             subjects.BOOKING_CANCELLED,
             booking_event(subjects.BOOKING_CANCELLED, "cancelled", now + timedelta(seconds=1.5)),
         )
-        await asyncio.sleep(4)
+        # The renewed expiry (3 s) fires after the replaced and cancelled ones would
+        # have (1.5 s): once it is here, none of those came.
+        await eventually(lambda: any(f.kind == "expiry" for _, f in fired), timeout=10)
     got = [(f.booking_id, f.kind, f.version) for _, f in fired]
     assert got == [("renewed", "warning", 2), ("renewed", "expiry", 2)]
 
@@ -120,14 +121,14 @@ async def test_schedules_fire_while_the_timers_process_is_stopped(timers, nats_u
         await publish(
             nc, subjects.BOOKING_CREATED, booking_event(subjects.BOOKING_CREATED, "b2", end)
         )
-        info = None
-        for _ in range(50):
+
+        async def scheduled() -> bool:
             info = await nc.jetstream().stream_info(subjects.TIMERS_STREAM)
-            if info.state.messages >= 2:
-                break
-            await asyncio.sleep(0.05)
+            return info.state.messages >= 2
+
+        await eventually(scheduled)
     # The service is stopped now; the server fires on its own.
-    await asyncio.sleep(3)
+    await eventually(lambda: len(fired) >= 2, timeout=10)
     assert [(f.kind, f.booking_id) for _, f in fired] == [("warning", "b2"), ("expiry", "b2")]
 
 
@@ -141,10 +142,7 @@ async def test_a_fired_schedule_leaves_nothing_so_an_expiry_needs_no_purge(timer
         await publish(
             nc, subjects.BOOKING_CREATED, booking_event(subjects.BOOKING_CREATED, "b3", end)
         )
-        for _ in range(100):
-            if len(fired) == 2:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: len(fired) >= 2)
         assert [f.kind for _, f in fired] == ["warning", "expiry"]
         info = await js.stream_info(
             subjects.TIMERS_STREAM, subjects_filter=subjects.timer_schedules_of("b3")

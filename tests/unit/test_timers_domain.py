@@ -44,5 +44,7 @@ def test_message_ids_change_with_the_version_so_a_replacement_is_not_deduplicate
     assert "b1:2:expiry" in new
 
 
-def test_rfc3339_is_utc_with_milliseconds_and_z():
-    assert domain.rfc3339(END) == "2026-11-23T12:00:06.123Z"
+def test_rfc3339_is_utc_with_milliseconds_rounded_up_and_z():
+    assert domain.rfc3339(END) == "2026-11-23T12:00:06.124Z"  # 06.123456: never early
+    assert domain.rfc3339(END.replace(microsecond=123000)) == "2026-11-23T12:00:06.123Z"
+    assert domain.rfc3339(END.replace(microsecond=999001)) == "2026-11-23T12:00:07.000Z"

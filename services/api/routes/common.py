@@ -1,5 +1,6 @@
 """What the routes share: the caller dependency, the bookings client, strict request
-bodies and the annotated path and query parameters (limits in contracts/limits.py)."""
+bodies and query strings, and the annotated path and query parameters (limits in
+contracts/limits.py)."""
 
 import functools
 from typing import Annotated, Any
@@ -7,6 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request
 from litestar.di import Provide
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import PathParameter, QueryParameter
 
 from services.api.auth import provide_actor
@@ -17,7 +19,10 @@ from services.runtime.micro import call
 deps = {"actor": Provide(provide_actor)}
 
 PathId = Annotated[str, PathParameter(max_length=ID_MAX, pattern=SINGLE_LINE)]
-CursorQuery = Annotated[str | None, QueryParameter(max_length=CURSOR_MAX, pattern=SINGLE_LINE)]
+# A cursor is one the API gave out, never empty (an empty one is a client's bug).
+CursorQuery = Annotated[
+    str | None, QueryParameter(min_length=1, max_length=CURSOR_MAX, pattern=SINGLE_LINE)
+]
 
 
 async def ask(request: Request, subject: str, message: Any, reply_type: type) -> Any:
@@ -58,3 +63,36 @@ async def strict_body(request: Request) -> None:
         raise invalid(e) from None
     except msgspec.DecodeError:
         return
+
+
+@functools.cache
+def _query_names(handler: HTTPRouteHandler) -> frozenset[str]:
+    """The query parameters a route declares (every one is a QueryParameter), by the name
+    a URL uses for them."""
+    return frozenset(
+        field.kwarg_definition.name or name
+        for name, field in handler.parsed_fn_signature.parameters.items()
+        if isinstance(field.kwarg_definition, QueryParameter)
+    )
+
+
+async def strict_query(request: Request) -> None:
+    """Before-request hook: refuse a query parameter the route does not declare, as
+    strict bodies refuse an unknown field, with DomainError("invalid") naming it (a
+    misspelt `?limt=5` would otherwise be ignored without a word)."""
+    known = _query_names(request.route_handler)
+    for key in request.query_params:
+        if key not in known:
+            takes = ", ".join(sorted(known)) if known else "no query parameters"
+            raise DomainError(
+                "invalid",
+                f"{key or '(an empty name)'} is not a query parameter of this route; "
+                f"it takes {takes}.",
+                {"field": key},
+            )
+
+
+async def strict_input(request: Request) -> None:
+    """Before-request hook of every /api/v1 route: strict_query, then strict_body."""
+    await strict_query(request)
+    await strict_body(request)

@@ -14,6 +14,7 @@ from services.api.routes.common import CursorQuery, PathId, ask, deps
 from services.contracts import bookings as c
 from services.contracts import subjects as s
 from services.contracts.bookings import Actor, MoneyIn, SlotLabels
+from services.contracts.errors import DomainError
 from services.contracts.limits import (
     PAGE_MAX,
     Address,
@@ -81,7 +82,21 @@ class StaffIn(msgspec.Struct, forbid_unknown_fields=True):
 async def create_lot(
     request: Request, data: JSONBody[LotIn], actor: NamedDependency[Actor]
 ) -> c.LotView:
-    """201 the lot with `slots`; 403 unless owner or admin; 400 on invalid settings."""
+    """201 the lot with `slots`; 403 unless owner or admin; 400 on invalid settings, and
+    when an admin's `owner_id` names no user."""
+    if (
+        data.owner_id is not None
+        and data.owner_id != actor.user_id
+        and "admin" in actor.roles
+        and await _user_roles(request, data.owner_id) is None
+    ):
+        # bookings cannot see users: without this the lot would belong to nobody.
+        raise DomainError(
+            "invalid",
+            f"owner_id must be the id of an existing user; there is none with id "
+            f"{data.owner_id!r} (GET /api/v1/admin/users lists them).",
+            {"field": "owner_id"},
+        )
     req = c.CreateLot(actor=actor, **msgspec.structs.asdict(data))
     return await ask(request, s.BOOKINGS_LOT_CREATE, req, c.LotView)
 
@@ -180,13 +195,18 @@ async def remove_slot(
     )
 
 
-async def _is_employee(request: Request, user_id: str) -> bool:
+async def _user_roles(request: Request, user_id: str) -> list[str] | None:
+    """The roles of user `user_id`, or None when there is no such user."""
     async with request.app.state.engine.connect() as conn:
         try:
             row = await storage.user_by_id(conn, user_id)
         except Exception:  # a malformed id names nobody
-            return False
-    return row is not None and "employee" in row.roles
+            return None
+    return None if row is None else list(row.roles)
+
+
+async def _is_employee(request: Request, user_id: str) -> bool:
+    return "employee" in (await _user_roles(request, user_id) or [])
 
 
 @post(

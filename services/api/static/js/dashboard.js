@@ -109,10 +109,10 @@ function NewLot({ created }) {
     <form class="grid-form" onSubmit=${submit}>
       <${Field} label="Name"><input name="name" required maxlength="200" /></${Field}>
       <${Field} label="Address"><input name="address" required maxlength="300" /></${Field}>
-      <${Field} label="Number of slots"><input name="slot_count" type="number" min="1" max="500" value="10" required /></${Field}>
-      <${Field} label="Booking length (minutes)"><input name="booking_minutes" type="number" min="0.1" max="43200" step="any" value="60" required /></${Field}>
-      <${Field} label="Warning before the end (minutes)"><input name="warning_minutes" type="number" min="0" max="43200" step="any" value="5" required /></${Field}>
-      <${Field} label="Price per hour (EUR)"><input name="price_per_hour" inputmode="decimal" pattern="(0|[1-9]\\d{0,6})(\\.\\d{1,2})?" value="2.40" required /></${Field}>
+      <${Field} label="Number of slots"><input name="slot_count" type="number" min="1" max="500" defaultValue="10" required /></${Field}>
+      <${Field} label="Booking length (minutes)"><input name="booking_minutes" type="number" min="0.1" max="43200" step="any" defaultValue="60" required /></${Field}>
+      <${Field} label="Warning before the end (minutes)"><input name="warning_minutes" type="number" min="0" max="43200" step="any" defaultValue="5" required /></${Field}>
+      <${Field} label="Price per hour (EUR)"><input name="price_per_hour" inputmode="decimal" pattern="(0|[1-9]\\d{0,6})(\\.\\d{1,2})?" defaultValue="2.40" required /></${Field}>
       <${Field} label="Car wash price (EUR, empty for none)"><input name="carwash_price" inputmode="decimal" pattern="(0|[1-9]\\d{0,6})(\\.\\d{1,2})?" /></${Field}>
       <button class="btn btn-primary" type="submit">Open lot</button>
     </form>
