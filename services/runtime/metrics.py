@@ -4,6 +4,8 @@ Names follow Prometheus conventions: `parkmate_` prefix, base units (seconds), `
 for counters. Labels are bounded sets (subject names, outcomes), never ids.
 """
 
+import re
+
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
@@ -17,6 +19,12 @@ MESSAGES = Counter(
 )
 OUTBOX_PUBLISHED = Counter(
     "parkmate_outbox_published_total", "Events published from an outbox", ["schema"]
+)
+DEAD_LETTERS = Counter(
+    "parkmate_dead_letters_total",
+    "Messages given up on: outbox rows that could not be published, consumer messages "
+    "that could not be handled (docs/failure-modes.md)",
+    ["service", "subject"],
 )
 TIMER_LATENESS = Histogram(
     "parkmate_timer_lateness_seconds",
@@ -36,3 +44,12 @@ WS_CATCH_UPS = Counter(
     "Checks of every socket against the inbox, by what triggered them",
     ["reason"],
 )
+
+
+_ID_TOKEN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
+def subject_label(subject: str) -> str:
+    """`subject` with its id tokens (UUIDs) replaced by `*`, so a label stays a bounded
+    set: 'timers.fired.booking.expiry.<uuid>' -> 'timers.fired.booking.expiry.*'."""
+    return ".".join("*" if _ID_TOKEN.fullmatch(t) else t for t in subject.split("."))
