@@ -108,7 +108,7 @@ async def serve(
     js = nc.jetstream()
     await natsconn.ensure_streams(js)
     engine = make_engine(settings.common.database_url)
-    relay = OutboxRelay(engine, js, storage.outbox)
+    relay = OutboxRelay(engine, js, storage.outbox, service="bookings")
     deps = Deps(
         engine=engine,
         payments=SimulatedProvider(),
@@ -143,6 +143,7 @@ async def serve(
             timer_handler(deps),
             stop,
             ready=consumer_ready,
+            service="bookings",
             batch_handler=timer_batch_handler(deps),
         )
     )
