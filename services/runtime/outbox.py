@@ -306,7 +306,8 @@ class OutboxRelay:
 
     async def publish_pending(self, grace: timedelta | None = None) -> int:
         """Publish one batch of due, live rows from the table, in id order (only those
-        older than `grace` when given); return how many were published or charged."""
+        older than `grace` or already tried, when `grace` is given); return how many
+        were published or charged a try."""
         t = self._table
         now = datetime.now(UTC)
         query = (
@@ -321,7 +322,8 @@ class OutboxRelay:
             .with_for_update(skip_locked=True)
         )
         if grace is not None:
-            query = query.where(t.c.created_at < now - grace)
+            # A row already tried was handed back by the fast path: no race to wait out.
+            query = query.where(sa.or_(t.c.created_at < now - grace, t.c.attempts > 0))
         async with self._engine.begin() as conn:
             rows = (await conn.execute(query)).all()
             if not rows:
