@@ -184,12 +184,14 @@ SERVICE_OPTION = click.option(
 
 async def _with_stores(work):
     """Run `work(engine, js)` against PARKMATE_DATABASE_URL and PARKMATE_NATS_URL."""
+    import nats
+
     from services.runtime.config import env
     from services.runtime.db import make_engine
-    from services.runtime.natsconn import connect
 
     engine = make_engine(env("DATABASE_URL"), pool_size=1)
-    nc = await connect(env("NATS_URL"), "parkmate-dead-letters")
+    # A plain client: a one-shot command neither reconnects forever nor logs its close.
+    nc = await nats.connect(env("NATS_URL"), name="parkmate-dead-letters", connect_timeout=5)
     try:
         return await work(engine, nc.jetstream())
     finally:
