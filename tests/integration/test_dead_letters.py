@@ -24,6 +24,7 @@ from services.contracts.notifier import SyncAnnouncement
 from services.runtime import consumer
 from services.runtime.consumer import run_pull_consumer
 from services.runtime.db import make_engine
+from services.runtime.natsconn import message_size
 from services.runtime.outbox import OutboxRelay, pending
 from tests.support import eventually
 
@@ -317,3 +318,12 @@ async def _dead_message(js):
 
 async def _async(value):
     return value
+
+
+async def test_a_message_of_exactly_max_payload_by_message_size_is_stored(nc):
+    # message_size must match the server's reckoning: one byte more and the server
+    # would close the connection instead of answering.
+    headers = {"Nats-Msg-Id": "exact"}
+    payload = b"z" * (nc.max_payload - message_size(b"", headers))
+    assert message_size(payload, headers) == nc.max_payload
+    await nc.jetstream().publish(subjects.BOOKING_CREATED, payload, headers=headers)
