@@ -10,8 +10,8 @@ that cannot be decoded at once, any other when its delivery number `max_deliver 
 fails or is still "not yet". It is published to stream DEAD on `dead.<durable>` with
 headers saying where it came from and why (DEAD_* below), logged once, counted in
 `parkmate_dead_letters_total`, then terminated. If DEAD cannot take it, the message is
-redelivered once more (the last delivery NATS allows) and tried again; after that it
-is left where it is in its own stream, and the log line gives its stream sequence.
+redelivered and dead-lettered again; at the last delivery NATS allows it is terminated
+anyway, left where it is in its own stream, and the log line gives its stream sequence.
 
 Two ways to do more than one message at a time, both keeping the order that matters:
 - `key`: messages of a fetched batch with the same key (a booking id, say) are handled
