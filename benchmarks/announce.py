@@ -42,6 +42,7 @@ from services.runtime.db import make_engine
 from services.runtime.migrate import upgrade_all
 
 SECRET = "benchmark-secret-that-is-32-bytes-long!"
+KEYS = identity.Keyring.of(SECRET)
 
 
 async def register_users(engine, count: int) -> list[str]:
@@ -126,7 +127,7 @@ async def wait_http(url: str, procs: list[subprocess.Popen], timeout: float = 60
 
 async def open_sockets(port: int, ids: list[str]) -> list:
     async def one(user_id: str):
-        token = identity.issue_token(SECRET, user_id, ["driver"], 3600)
+        token = identity.issue_token(KEYS, user_id, ["driver"], 3600)
         ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws?token={token}", max_size=None)
         hello = json.loads(await ws.recv())
         assert hello["type"] == "hello"
@@ -180,7 +181,7 @@ async def run(args, nats_url: str, db_url: str, log_dir: Path) -> None:
         t0 = time.perf_counter()
         sockets = await open_sockets(port, ids[: args.sockets])
         print(f"opened {len(sockets):,} sockets in {time.perf_counter() - t0:.1f} s")
-        admin = identity.issue_token(SECRET, str(uuid7()), ["admin"], 3600)
+        admin = identity.issue_token(KEYS, str(uuid7()), ["admin"], 3600)
         title = "Announcement to everyone"
         waiters = [asyncio.create_task(first_notification(ws, title)) for ws in sockets]
         async with httpx.AsyncClient(timeout=120) as http:

@@ -6,6 +6,7 @@ parkmate migrate
 parkmate users create --email E --password P --full-name N --role admin
 parkmate dead-letters list [--service S] | replay ID... | replay --all [--service S]
 parkmate replay [--day 2016-12-16] [--speed 120] [--url] [--sockets] [--seed] [--report DIR]
+    [--processes FILE] [--max-lateness 1] [--min-occupancy 99]
 """
 
 import asyncio
@@ -14,10 +15,15 @@ import sys
 
 import click
 
+from services.runtime.processes import DEFAULT_PATH as DEFAULT_PROCESSES
+from services.runtime.processes import DEFAULT_STATE_DIR
+from services.version import VERSION
+
 SERVICES = ("api", "bookings", "timers", "notifier")
 
 
 @click.group()
+@click.version_option(VERSION, prog_name="parkmate")
 def main() -> None:
     """Parkmate: parking bookings whose clock the server owns, with live notifications."""
 
@@ -27,10 +33,10 @@ def main() -> None:
 @click.option("--port", default=8000, show_default=True, type=int, help="HTTP port.")
 @click.option(
     "--state-dir",
-    default=".parkmate",
+    default=DEFAULT_STATE_DIR,
     show_default=True,
     type=click.Path(file_okay=False),
-    help="Where NATS and PostgreSQL keep data.",
+    help="Where NATS and PostgreSQL keep data, and the process list (processes.json).",
 )
 @click.option("--no-demo", is_flag=True, help="Do not seed the demo accounts and lot.")
 def dev(host: str, port: int, state_dir: str, no_demo: bool) -> None:
@@ -49,27 +55,38 @@ def dev(host: str, port: int, state_dir: str, no_demo: bool) -> None:
 @main.command()
 @click.argument("service", type=click.Choice(SERVICES))
 def run(service: str) -> None:
-    """Run one service against PARKMATE_NATS_URL and PARKMATE_DATABASE_URL."""
+    """Run one service against PARKMATE_NATS_URL and PARKMATE_DATABASE_URL.
+
+    It checks every setting before connecting to anything, keeps trying to reach NATS
+    and PostgreSQL for PARKMATE_STARTUP_TIMEOUT_SECONDS, and stops at once on SIGTERM.
+    A bad setting, or a dependency still out of reach, is one line and exit code 1.
+    """
     import importlib
+    import signal
+
+    # A signal while the service's modules load (a second or more) ends the process
+    # quietly with 0, as one while it connects does; the service's own handlers take
+    # over once its loop runs.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
+
+    from services.runtime.config import SettingError
+    from services.runtime.natsconn import NatsTooOld
+    from services.runtime.startup import StartupFailed
 
     entry = importlib.import_module(f"services.{service}.entrypoints")
     try:
         asyncio.run(entry.main())
-    except Exception as e:  # a clear one-line reason for operators; the log has the rest
-        from services.runtime.natsconn import NatsTooOld
-
-        if isinstance(e, NatsTooOld):
-            raise click.ClickException(str(e)) from None
-        raise
+    except (SettingError, StartupFailed, NatsTooOld) as e:
+        raise click.ClickException(str(e)) from None
 
 
 @main.command()
 def migrate() -> None:
     """Apply every service's Alembic migrations to PARKMATE_DATABASE_URL."""
-    from services.runtime.config import env
     from services.runtime.migrate import upgrade_all
 
-    upgrade_all(env("DATABASE_URL"))
+    upgrade_all(_database_url())
     click.echo("migrations applied")
 
 
@@ -115,6 +132,28 @@ def asyncapi(output: str | None) -> None:
 @click.option("--admin-password", default="parkmate", show_default=True)
 @click.option("--concurrency", default=100, show_default=True, help="HTTP connections.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--processes",
+    "processes_path",
+    default=str(DEFAULT_PROCESSES),
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="parkmate dev's process list (pids, metrics URLs), to measure each process's CPU.",
+)
+@click.option(
+    "--max-lateness",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Fail when warning or expiry lateness p99 exceeds this many seconds.",
+)
+@click.option(
+    "--min-occupancy",
+    default=99.0,
+    show_default=True,
+    type=click.FloatRange(0, 100),
+    help="Fail when fewer than this percentage of occupancy checks match the data.",
+)
 def replay(
     data_path: str | None,
     day: str,
@@ -130,15 +169,22 @@ def replay(
     admin_password: str,
     concurrency: int,
     no_progress: bool,
+    processes_path: str,
+    max_lateness: float,
+    min_occupancy: float,
 ) -> None:
     """Replay a real day of Birmingham's car parks through the API and WebSocket.
 
-    Exits 1 when a notification was missing or early, or occupancy did not follow the
-    data (the report says what).
+    Exits 1 when a notification was missing, early, doubled or unexpected, warning or
+    expiry lateness p99 exceeded --max-lateness, or fewer than --min-occupancy percent
+    of the occupancy checks matched the data (the report says what). Measures each
+    process's CPU when the process list of `parkmate dev` is found (--processes).
     """
     from datetime import date
     from pathlib import Path
 
+    from services.replay.cpu import Meter
+    from services.replay.report import Bounds
     from services.replay.runner import load_plan
     from services.replay.runner import replay as run_replay
     from services.replay.simulation import Options, ReplayError
@@ -163,12 +209,26 @@ def replay(
         admin_password=admin_password,
         concurrency=concurrency,
     )
+    bounds = Bounds(max_lateness=max_lateness, min_occupancy=min_occupancy / 100)
+    meter = Meter.for_replay(Path(processes_path), options.url)
     try:
-        result = asyncio.run(run_replay(plan, options, Path(report_dir), not no_progress))
+        result = asyncio.run(
+            run_replay(plan, options, Path(report_dir), not no_progress, bounds, meter)
+        )
     except ReplayError as e:
         raise click.ClickException(str(e)) from None
     if result.failures:
         sys.exit(1)
+
+
+def _database_url() -> str:
+    """PARKMATE_DATABASE_URL, checked; a missing or bad one is a one-line error."""
+    from services.runtime.config import SettingError, env, parse_database_url
+
+    try:
+        return parse_database_url("DATABASE_URL", env("DATABASE_URL"))
+    except SettingError as e:
+        raise click.ClickException(str(e)) from None
 
 
 @main.group("dead-letters")
@@ -186,12 +246,20 @@ async def _with_stores(work):
     """Run `work(engine, js)` against PARKMATE_DATABASE_URL and PARKMATE_NATS_URL."""
     import nats
 
-    from services.runtime.config import env
+    from services.runtime.config import NatsAuth, SettingError, env, parse_nats_url
     from services.runtime.db import make_engine
+    from services.runtime.natsconn import auth_options
 
-    engine = make_engine(env("DATABASE_URL"), pool_size=1)
+    database_url = _database_url()
+    try:
+        nats_url, auth = parse_nats_url("NATS_URL", env("NATS_URL")), NatsAuth.from_env()
+    except SettingError as e:
+        raise click.ClickException(str(e)) from None
     # A plain client: a one-shot command neither reconnects forever nor logs its close.
-    nc = await nats.connect(env("NATS_URL"), name="parkmate-dead-letters", connect_timeout=5)
+    nc = await nats.connect(
+        nats_url, name="parkmate-dead-letters", connect_timeout=5, **auth_options(auth)
+    )
+    engine = make_engine(database_url, pool_size=1)
     try:
         return await work(engine, nc.jetstream())
     finally:
@@ -262,15 +330,14 @@ def users_create(email: str, password: str, full_name: str, roles: tuple[str, ..
     """Create a user, for example the first admin (`--role admin`)."""
     from services.api.users import Identity
     from services.contracts.errors import DomainError
-    from services.runtime.config import env
     from services.runtime.db import make_engine
 
+    url = _database_url()
+
     async def create() -> None:
-        engine = make_engine(env("DATABASE_URL"), pool_size=1)
+        engine = make_engine(url, pool_size=1)
         try:
-            user = await Identity(engine, "", 0).create_user(
-                email, password, full_name, list(roles)
-            )
+            user = await Identity(engine).create_user(email, password, full_name, list(roles))
             click.echo(f"created {user.email} ({', '.join(user.roles)}) id={user.id}")
         finally:
             await engine.dispose()

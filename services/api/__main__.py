@@ -1,7 +1,5 @@
-"""`python -m services.api`: run the api (same as `parkmate run api`)."""
+"""`python -m services.api`: run the api service (same as `parkmate run api`)."""
 
-import asyncio
+from services.cli import main
 
-from services.api.entrypoints import main
-
-asyncio.run(main())
+main(["run", "api"], prog_name="parkmate")

@@ -15,17 +15,20 @@ from services.api.config import Settings
 from services.api.errors import exception_handlers
 from services.api.gateway import Gateway
 from services.api.idempotency import IdempotencyMiddleware
+from services.api.logins import Logins
+from services.api.overload import OverloadMiddleware, Slots
 from services.api.routes import admin_bulk, bookings, lots, notifications, users, vehicles
 from services.api.routes.common import strict_body
 from services.api.topics import LotTopics
 from services.api.users import Identity
 from services.api.web import web_routes
+from services.version import VERSION
 
 
 @get("/healthz", include_in_schema=False)
 async def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
+    """Liveness: the process answers; `version` is the running Parkmate's."""
+    return {"status": "ok", "version": VERSION}
 
 
 @get("/readyz", include_in_schema=False)
@@ -46,18 +49,20 @@ def create_app(
     settings: Settings, nc: Client, engine: AsyncEngine, on_identity_commit=None
 ) -> Litestar:
     """The api: REST under /api/v1, the WebSocket at /ws, OpenAPI at /schema, the web UI
-    at / (files under /static)."""
+    at / (files under /static). At most `settings.max_inflight` HTTP requests run at once
+    (services/api/overload.py); `state.overload` holds their count."""
     gateway = Gateway(nc)
+    slots = Slots(settings.max_inflight)
     state = State(
         {
             "settings": settings,
+            "overload": slots,
             "nc": nc,
             "engine": engine,
             "gateway": gateway,
             "lot_topics": LotTopics(nc),
-            "identity": Identity(
-                engine, settings.jwt_secret, settings.token_seconds, on_identity_commit
-            ),
+            "identity": Identity(engine, on_identity_commit),
+            "logins": Logins(engine, settings.keys, settings.token_seconds, settings.login_limits),
         }
     )
     api = Router(
@@ -77,12 +82,14 @@ def create_app(
         route_handlers=[api, healthz, readyz, metrics, *web_routes(settings)],
         state=state,
         exception_handlers=exception_handlers,
+        # The overload bound first: a request it refuses costs no Idempotency-Key work.
         middleware=[
-            DefineMiddleware(IdempotencyMiddleware, engine=engine, jwt_secret=settings.jwt_secret)
+            DefineMiddleware(OverloadMiddleware, slots=slots, queue_seconds=settings.queue_seconds),
+            DefineMiddleware(IdempotencyMiddleware, engine=engine, keys=settings.keys),
         ],
         openapi_config=OpenAPIConfig(
             title="Parkmate",
-            version="0.1.0",
+            version=VERSION,
             description="Parking bookings whose clock the server owns, with live "
             "notifications. The WebSocket protocol at /ws is described in the repository's "
             "docs/websocket.md.",

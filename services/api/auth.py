@@ -21,7 +21,7 @@ async def provide_actor(request: Request) -> Actor:
             detail="Send Authorization: Bearer <token>; get one from POST /api/v1/auth/login."
         )
     try:
-        claims = identity.verify_token(request.app.state.settings.jwt_secret, token)
+        claims = identity.verify_token(request.app.state.settings.keys, token)
     except identity.BadToken as e:
         raise NotAuthorizedException(detail=str(e)) from None
     return Actor(user_id=claims.user_id, roles=claims.roles)

@@ -1,17 +1,32 @@
-"""Settings of the api service, read once from the environment."""
+"""Settings of the api service, read and checked once from the environment."""
 
 from dataclasses import dataclass
+from functools import cached_property
 
-from services.runtime.config import Common, env
+from services.api import identity, throttle
+from services.api.logins import LoginLimits
+from services.runtime.config import (
+    Common,
+    SettingError,
+    env,
+    env_int,
+    env_number,
+    parse_list,
+    parse_networks,
+    parse_port,
+)
 
-DEV_SECRET = "parkmate-dev-secret-change-me-in-production"
+# uvicorn's own default: X-Forwarded-For is believed from these peers only.
+DEFAULT_TRUSTED_PROXIES = "127.0.0.1,::1"
 
 
 @dataclass(frozen=True)
 class Settings:
-    """HTTP bind address, JWT secret and lifetime (seconds), WebSocket limits.
+    """HTTP bind address, JWT secrets and lifetime (seconds), WebSocket and login limits.
 
-    PARKMATE_HOST, PARKMATE_PORT, PARKMATE_JWT_SECRET, PARKMATE_TOKEN_SECONDS,
+    PARKMATE_HOST, PARKMATE_PORT; PARKMATE_JWT_SECRET (signs tokens; required, at least
+    32 bytes, see docs/security.md) and PARKMATE_JWT_PREVIOUS_SECRETS (comma-separated
+    secrets that still verify, for rotation); PARKMATE_TOKEN_SECONDS;
     PARKMATE_WS_SEND_QUEUE (frames buffered per socket before a slow reader is dropped),
     PARKMATE_WS_PING_SECONDS (seconds between server pings; two unanswered close the
     socket with 4408), PARKMATE_WS_RATE and PARKMATE_WS_BURST (client frames per second
@@ -20,13 +35,21 @@ class Settings:
     emails and their password that the web UI's login page offers; `parkmate dev` sets
     them for its demo accounts, leave them unset elsewhere),
     PARKMATE_IDEMPOTENCY_KEY_HOURS (how long an Idempotency-Key's answer is kept, hours;
-    older keys are purged every `idempotency_purge_seconds`).
+    older keys are purged every `purge_seconds`), PARKMATE_LOGIN_ACCOUNT_ATTEMPTS and
+    PARKMATE_LOGIN_ACCOUNT_WINDOW_SECONDS, PARKMATE_LOGIN_ADDRESS_ATTEMPTS and
+    PARKMATE_LOGIN_ADDRESS_WINDOW_SECONDS (failed logins allowed at once per account and
+    per client address, and the seconds in which that allowance comes back),
+    PARKMATE_TRUSTED_PROXIES (peers whose X-Forwarded-For names the client address),
+    PARKMATE_MAX_INFLIGHT (HTTP requests served at once by this process) and
+    PARKMATE_QUEUE_SECONDS (how long a request beyond them may wait for a turn before it
+    is answered 503 with Retry-After; services/api/overload.py).
     """
 
     common: Common
+    jwt_secret: str
+    jwt_previous_secrets: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 8000
-    jwt_secret: str = DEV_SECRET
     token_seconds: int = 3600
     ws_send_queue: int = 256
     ws_ping_seconds: float = 20.0
@@ -35,23 +58,72 @@ class Settings:
     demo_accounts: tuple[str, ...] = ()
     demo_password: str = ""
     idempotency_key_hours: float = 24.0
-    idempotency_purge_seconds: float = 3600.0
+    purge_seconds: float = 3600.0
+    login_account_attempts: int = 5
+    login_account_window_seconds: float = 300.0
+    login_address_attempts: int = 20
+    login_address_window_seconds: float = 300.0
+    trusted_proxies: tuple[str, ...] = tuple(parse_list(DEFAULT_TRUSTED_PROXIES))
+    max_inflight: int = 32
+    queue_seconds: float = 2.0
+
+    @cached_property
+    def keys(self) -> identity.Keyring:
+        """The token keys: `jwt_secret` signs, it and `jwt_previous_secrets` verify."""
+        return identity.Keyring.of(self.jwt_secret, self.jwt_previous_secrets)
+
+    @property
+    def login_limits(self) -> LoginLimits:
+        """Failed logins allowed per account and per client address."""
+        return LoginLimits(
+            account=throttle.Limit(self.login_account_attempts, self.login_account_window_seconds),
+            address=throttle.Limit(self.login_address_attempts, self.login_address_window_seconds),
+        )
 
     @classmethod
     def from_env(cls) -> "Settings":
+        """Read and check every variable; raises SettingError naming a bad one (a missing,
+        short or published JWT secret included)."""
+        host = env("HOST", "127.0.0.1").strip()
+        if not host:
+            raise SettingError("PARKMATE_HOST must be an address to listen on, not empty.")
         return cls(
             common=Common.from_env(),
-            host=env("HOST", "127.0.0.1"),
-            port=int(env("PORT", "8000")),
-            jwt_secret=env("JWT_SECRET", DEV_SECRET),
-            token_seconds=int(env("TOKEN_SECONDS", "3600")),
-            ws_send_queue=int(env("WS_SEND_QUEUE", "256")),
-            ws_ping_seconds=float(env("WS_PING_SECONDS", "20")),
-            ws_rate=float(env("WS_RATE", "20")),
-            ws_burst=int(env("WS_BURST", "40")),
-            demo_accounts=tuple(
-                email.strip() for email in env("DEMO_ACCOUNTS", "").split(",") if email.strip()
+            jwt_secret=_secret("JWT_SECRET", env("JWT_SECRET", "")),
+            jwt_previous_secrets=tuple(
+                _secret("JWT_PREVIOUS_SECRETS", secret)
+                for secret in parse_list(env("JWT_PREVIOUS_SECRETS", ""))
             ),
+            host=host,
+            port=parse_port("PORT", env("PORT", "8000")),
+            token_seconds=env_int("TOKEN_SECONDS", 3600),
+            ws_send_queue=env_int("WS_SEND_QUEUE", 256),
+            ws_ping_seconds=env_number("WS_PING_SECONDS", 20),
+            ws_rate=env_number("WS_RATE", 20),
+            ws_burst=env_int("WS_BURST", 40),
+            demo_accounts=parse_list(env("DEMO_ACCOUNTS", "")),
             demo_password=env("DEMO_PASSWORD", ""),
-            idempotency_key_hours=float(env("IDEMPOTENCY_KEY_HOURS", "24")),
+            idempotency_key_hours=env_number("IDEMPOTENCY_KEY_HOURS", 24),
+            login_account_attempts=env_int("LOGIN_ACCOUNT_ATTEMPTS", 5),
+            login_account_window_seconds=env_number("LOGIN_ACCOUNT_WINDOW_SECONDS", 300),
+            login_address_attempts=env_int("LOGIN_ADDRESS_ATTEMPTS", 20),
+            login_address_window_seconds=env_number("LOGIN_ADDRESS_WINDOW_SECONDS", 300),
+            trusted_proxies=parse_networks(
+                "TRUSTED_PROXIES", env("TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES)
+            ),
+            max_inflight=env_int("MAX_INFLIGHT", 32),
+            queue_seconds=env_number("QUEUE_SECONDS", 2),
         )
+
+
+def _secret(name: str, value: str) -> str:
+    if not value:
+        raise SettingError(
+            f"Set PARKMATE_{name} to at least {identity.MIN_SECRET_BYTES} random bytes "
+            "(`openssl rand -base64 48`): the api signs tokens with it (docs/security.md)."
+        )
+    problem = identity.secret_problem(value)
+    if problem is not None:
+        # Never echo the value: it is a secret, or someone's attempt at one.
+        raise SettingError(f"PARKMATE_{name} {problem}.")
+    return value

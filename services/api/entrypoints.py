@@ -5,25 +5,25 @@ from datetime import timedelta
 
 import uvicorn
 
-from services.api import idempotency, storage
+from services.api import idempotency, logins, storage
 from services.api.app import create_app
 from services.api.config import Settings
 from services.api.ws import MAX_FRAME, WebSocketFront
 from services.runtime import logs, natsconn
-from services.runtime.db import make_engine
+from services.runtime.connect import connect_all
 from services.runtime.lifecycle import every, freeze_startup_objects, stop_event, until_stopped
 from services.runtime.limits import raise_open_file_limit
 from services.runtime.outbox import OutboxRelay
+from services.runtime.startup import Stopping
 
 
-async def purge_idempotency_keys(engine, settings: Settings) -> None:
-    """Delete keys older than `idempotency_key_hours` (safe on every replica at once,
-    see idempotency.purge_expired)."""
-    purged = await idempotency.purge_expired(
-        engine, timedelta(hours=settings.idempotency_key_hours)
-    )
-    if purged:
-        logs.get("api").info("purged idempotency keys", count=purged)
+async def purge(engine, settings: Settings) -> None:
+    """Delete idempotency keys older than `idempotency_key_hours` and login-throttling
+    rows that limit nothing any more (both safe on every replica at once)."""
+    keys = await idempotency.purge_expired(engine, timedelta(hours=settings.idempotency_key_hours))
+    throttling = await logins.purge_expired(engine)
+    if keys or throttling:
+        logs.get("api").info("purged", idempotency_keys=keys, login_attempts=throttling)
 
 
 async def serve(
@@ -32,10 +32,13 @@ async def serve(
     """Serve until `stop`; then stop taking connections, close sockets, drain NATS."""
     log = logs.get("api")
     events = natsconn.ConnectionEvents()
-    nc = await natsconn.connect(settings.common.nats_url, "parkmate-api", events)
+    try:
+        nc, engine = await connect_all(settings.common, "parkmate-api", stop, events)
+    except Stopping:
+        log.info("stopped before it was ready")
+        return
     js = nc.jetstream()
     await natsconn.ensure_streams(js)
-    engine = make_engine(settings.common.database_url)
     relay = OutboxRelay(engine, js, storage.outbox, service="api")
     app = create_app(settings, nc, engine, relay.wake)
     # What core NATS may have lost on the way to the sockets is caught up from the inbox.
@@ -54,18 +57,16 @@ async def serve(
             ws_ping_interval=None,
             ws="websockets-sansio",
             timeout_graceful_shutdown=5,
+            # The client address (login throttling) comes from X-Forwarded-For only when
+            # the peer is one of these proxies.
+            forwarded_allow_ips=list(settings.trusted_proxies),
         )
     )
     server.install_signal_handlers = lambda: None  # our own stop event decides
     relay_task = asyncio.create_task(relay.run(), name="identity-outbox")
     purge_task = asyncio.create_task(
-        every(
-            settings.idempotency_purge_seconds,
-            stop,
-            lambda: purge_idempotency_keys(engine, settings),
-            "idempotency key purge",
-        ),
-        name="idempotency-purge",
+        every(settings.purge_seconds, stop, lambda: purge(engine, settings), "purge"),
+        name="purge",
     )
     server_task = asyncio.create_task(server.serve(), name="uvicorn")
     while not server.started:
@@ -74,7 +75,13 @@ async def serve(
             raise RuntimeError(f"the api could not listen on {settings.host}:{settings.port}")
         await asyncio.sleep(0.05)
     freeze_startup_objects()
-    log.info("ready", host=settings.host, port=settings.port)
+    log.info(
+        "ready",
+        host=settings.host,
+        port=settings.port,
+        signing_kid=settings.keys.signing,
+        verifying_kids=sorted(settings.keys.secrets),
+    )
     if ready is not None:
         ready.set()
     try:
@@ -91,7 +98,8 @@ async def serve(
 
 
 async def main() -> None:
+    settings = Settings.from_env()  # before anything else: a bad setting stops us here
     logs.setup("api")
     # Every WebSocket is a file descriptor; shells often start at 1,024.
     logs.get("api").info("open-file limit", nofile=raise_open_file_limit())
-    await serve(Settings.from_env(), stop_event())
+    await serve(settings, stop_event())

@@ -9,6 +9,8 @@ from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy.exc import DBAPIError
 
+from services.api.logins import LoginThrottled
+from services.api.overload import retry_after_seconds
 from services.contracts.errors import DomainError
 from services.contracts.limits import explain
 from services.runtime.db import DISCONNECTED, is_disconnect
@@ -29,25 +31,44 @@ STATUS = {
 }
 
 
-def error_response(status: int, detail: str, extra: dict | None = None) -> Response:
+def error_response(
+    status: int, detail: str, extra: dict | None = None, headers: dict[str, str] | None = None
+) -> Response:
     """Litestar's error shape: {status_code, detail, extra}."""
     body = {"status_code": status, "detail": detail}
     if extra:
         body["extra"] = extra
-    return Response(content=body, status_code=status)
+    return Response(content=body, status_code=status, headers=headers)
 
 
-def handle_service_error(_: Request, exc: Exception) -> Response:
+def unavailable(request: Request, detail: str) -> Response:
+    """503 with the Retry-After every 503 of the api carries (services/api/overload.py)."""
+    seconds = retry_after_seconds(request.app.state.settings.queue_seconds)
+    return error_response(503, detail, headers={"Retry-After": str(seconds)})
+
+
+def handle_service_error(request: Request, exc: Exception) -> Response:
+    """A service's error code as its HTTP status; `unavailable` (no answer within the
+    call's timeout, or no service at all) is 503 with Retry-After."""
     assert isinstance(exc, DomainError | RemoteError)
-    return error_response(STATUS.get(exc.code, 500), exc.detail, exc.extra)
+    status = STATUS.get(exc.code, 500)
+    if status == 503:
+        return unavailable(request, exc.detail)
+    return error_response(status, exc.detail, exc.extra)
 
 
-def handle_database_error(_: Request, exc: Exception) -> Response:
+def handle_database_error(request: Request, exc: Exception) -> Response:
     """A lost database connection (PostgreSQL restarted) is 503: retrying will work."""
     if is_disconnect(exc):
-        return error_response(503, DISCONNECTED)
+        return unavailable(request, DISCONNECTED)
     log.error("database error", exc_info=exc)
     return error_response(500, "Internal error.")
+
+
+def handle_login_throttled(_: Request, exc: Exception) -> Response:
+    """429 with Retry-After (whole seconds) and a detail saying when to try again."""
+    assert isinstance(exc, LoginThrottled)
+    return error_response(429, exc.detail, headers={"Retry-After": str(exc.retry_after)})
 
 
 def handle_validation_error(request: Request, exc: Exception) -> Response:
@@ -68,6 +89,7 @@ def handle_validation_error(request: Request, exc: Exception) -> Response:
 
 exception_handlers = {
     DomainError: handle_service_error,
+    LoginThrottled: handle_login_throttled,
     RemoteError: handle_service_error,
     DBAPIError: handle_database_error,
     ValidationException: handle_validation_error,
@@ -90,12 +112,15 @@ _WHEN = {
     404: "No such resource, or none you have a role on.",
     409: "The current state does not allow it (for example the slot is booked).",
     422: "The Idempotency-Key was used with another request.",
-    503: "A service behind the api did not answer; retry.",
+    429: "Too many failed logins: wait the Retry-After seconds.",
+    503: "The api is at capacity (no turn within PARKMATE_QUEUE_SECONDS) or a service behind "
+    "it did not answer in time: retry after the `Retry-After` header's seconds.",
 }
 
 
 def responses(*codes: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the error codes a route can answer."""
+    """OpenAPI entries for the error codes a route can answer; 503 (overload) always."""
     return {
-        code: ResponseSpec(data_container=ErrorResponse, description=_WHEN[code]) for code in codes
+        code: ResponseSpec(data_container=ErrorResponse, description=_WHEN[code])
+        for code in sorted({*codes, 503})
     }

@@ -4,7 +4,8 @@ The first request with a key runs and its answer (status, headers, body) is stor
 under (caller, key) with a hash of method, path and body. A retry with the same key
 and body gets the stored answer again (header `Idempotent-Replayed: true`) and creates
 nothing; the same key with another body is 422; a retry while the first is still
-running is 409. Answers of 5xx are not stored, so the client may retry them.
+running is 409. Answers of 5xx and 429 are not stored, so the client may retry them
+(a 429 says when).
 The caller is the token's `sub`, or "anonymous" (register, login).
 Keys are kept for PARKMATE_IDEMPOTENCY_KEY_HOURS (default 24, as Stripe does): a retry
 later than that runs as a new request. `purge_expired` deletes older ones.
@@ -47,12 +48,12 @@ def _json(send_status: int, detail: str):
 
 
 class IdempotencyMiddleware:
-    """ASGI middleware; `engine` reaches schema identity, `jwt_secret` reads the caller."""
+    """ASGI middleware; `engine` reaches schema identity, `keys` read the caller's token."""
 
-    def __init__(self, app, engine: AsyncEngine, jwt_secret: str):
+    def __init__(self, app, engine: AsyncEngine, keys: identity.Keyring):
         self.app = app
         self.engine = engine
-        self.secret = jwt_secret
+        self.keys = keys
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -123,7 +124,7 @@ class IdempotencyMiddleware:
     def _principal(self, authorization: bytes | None) -> str:
         if authorization and authorization.lower().startswith(b"bearer "):
             try:
-                return identity.verify_token(self.secret, authorization[7:].decode()).user_id
+                return identity.verify_token(self.keys, authorization[7:].decode()).user_id
             except identity.BadToken:
                 pass
         return "anonymous"
@@ -146,7 +147,7 @@ class IdempotencyMiddleware:
 
         async def store() -> None:
             async with raw_connection(self.engine) as raw:
-                if status >= 500:
+                if status >= 500 or status == 429:
                     await raw.execute(_FORGET, principal, key)
                 else:
                     headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in out_headers]

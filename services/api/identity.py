@@ -1,10 +1,14 @@
 """Identity rules, with no I/O: emails, passwords, roles and JWT access tokens.
 
 Tokens are HS256 JWTs with claims `sub` (user id), `roles`, `iat`, `exp` (Unix
-seconds), as docs/contract.md, "Authentication", says. Password hashes are argon2id (argon2-cffi).
+seconds), as docs/contract.md, "Authentication", says, and a `kid` header naming the
+key that signed them, so the signing secret can be rotated while tokens signed with the
+previous one still verify (docs/security.md). Password hashes are argon2id (argon2-cffi).
 """
 
+import hashlib
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import jwt
@@ -15,6 +19,15 @@ from services.contracts.errors import DomainError
 
 ROLES = ("driver", "owner", "employee", "admin")
 MIN_PASSWORD = 8
+MIN_SECRET_BYTES = 32
+# Secrets that were published (in this repository's code and manifests): anyone can
+# sign a token with them.
+PUBLISHED_SECRETS = frozenset(
+    {
+        "parkmate-dev-secret-change-me-in-production",
+        "change-me-to-32-random-bytes-or-more",
+    }
+)
 
 _hasher = PasswordHasher()
 
@@ -64,23 +77,80 @@ class Claims:
     exp: int
 
 
+def secret_problem(secret: str) -> str | None:
+    """Why `secret` may not sign tokens (a phrase to follow the variable's name), or None.
+
+    Refused: fewer than MIN_SECRET_BYTES bytes (UTF-8), a published value, or a
+    placeholder (it contains "change-me" or "changeme").
+    """
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        return (
+            f"must be at least {MIN_SECRET_BYTES} bytes of random text (generate one with "
+            "`openssl rand -base64 48`)"
+        )
+    lowered = secret.lower()
+    if secret in PUBLISHED_SECRETS or "change-me" in lowered or "changeme" in lowered:
+        return (
+            "is a published placeholder that anyone could sign tokens with; generate one "
+            "with `openssl rand -base64 48`"
+        )
+    return None
+
+
+def key_id(secret: str) -> str:
+    """The `kid` of tokens signed with `secret`: 16 hex digits of a SHA-256 of it, the same
+    on every replica, revealing nothing an HS256 signature does not."""
+    return hashlib.sha256(b"parkmate-jwt-kid\0" + secret.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """The HS256 secrets by key id: `signing` (a kid) signs new tokens; every key in
+    `secrets` (kid -> secret) verifies, the signing one included."""
+
+    signing: str
+    secrets: Mapping[str, str]
+
+    @classmethod
+    def of(cls, current: str, others: Iterable[str] = ()) -> "Keyring":
+        """`current` signs and verifies; each of `others` (the previous secret after a
+        rotation, or the next one ahead of it) only verifies."""
+        secrets = {key_id(secret): secret for secret in (*others, current)}
+        return cls(signing=key_id(current), secrets=secrets)
+
+
 def issue_token(
-    secret: str, user_id: str, roles: list[str], lifetime_seconds: int, now: float | None = None
+    keys: Keyring,
+    user_id: str,
+    roles: list[str],
+    lifetime_seconds: int,
+    now: float | None = None,
 ) -> str:
+    """An access token for `user_id` with `roles`, valid `lifetime_seconds` from `now`
+    (Unix seconds; default: the current time), signed with the signing key."""
     iat = int(now if now is not None else time.time())
     return jwt.encode(
         {"sub": user_id, "roles": roles, "iat": iat, "exp": iat + lifetime_seconds},
-        secret,
+        keys.secrets[keys.signing],
         algorithm="HS256",
+        headers={"kid": keys.signing},
     )
 
 
 class BadToken(Exception):
-    """The token is missing, malformed, badly signed or expired."""
+    """The token is missing, malformed, badly signed, signed with an unknown key, or
+    expired; str() says which and what to do."""
 
 
-def verify_token(secret: str, token: str) -> Claims:
-    """Decode and check a token; raises BadToken saying why."""
+def verify_token(keys: Keyring, token: str) -> Claims:
+    """Decode and check a token against the key its `kid` names; raises BadToken."""
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.PyJWTError:
+        raise BadToken("invalid token; log in again") from None
+    secret = keys.secrets.get(kid) if isinstance(kid, str) else None
+    if secret is None:
+        raise BadToken("token signed with a key this server does not accept; log in again")
     try:
         claims = jwt.decode(
             token, secret, algorithms=["HS256"], options={"require": ["sub", "exp", "iat"]}

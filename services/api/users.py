@@ -1,4 +1,4 @@
-"""Use cases of identity: register, log in, create users. Raise DomainError on refusal."""
+"""Use cases of identity: register, create and list users. Raise DomainError on refusal."""
 
 import asyncio
 import base64
@@ -67,11 +67,10 @@ def user_out(row) -> User:
 
 @dataclass
 class Identity:
-    """Identity use cases over the `identity` schema; `on_commit` wakes the outbox relay."""
+    """Identity use cases over the `identity` schema; `on_commit` wakes the outbox relay.
+    Log-in is services/api/logins.py."""
 
     engine: AsyncEngine
-    jwt_secret: str
-    token_seconds: int
     on_commit: object = None
 
     async def create_user(
@@ -124,23 +123,6 @@ class Identity:
         if callable(self.on_commit):
             self.on_commit()
         return User(id=user_id, email=email, full_name=full_name.strip(), roles=roles)
-
-    async def login(self, email: str, password: str) -> Token:
-        """A token for the right email and password; unauthorized otherwise (same message
-        for an unknown email and a wrong password, so accounts cannot be probed)."""
-        async with self.engine.connect() as conn:
-            row = await storage.user_by_email(conn, email.strip().lower())
-        ok = row is not None and await asyncio.to_thread(
-            identity.verify_password, row.password_hash, password
-        )
-        if not ok:
-            raise DomainError("unauthorized", "Wrong email or password.")
-        return Token(
-            access_token=identity.issue_token(
-                self.jwt_secret, row.id, list(row.roles), self.token_seconds
-            ),
-            expires_in=self.token_seconds,
-        )
 
     async def list_users(
         self, role: str | None = None, cursor: str | None = None, limit: int = 50

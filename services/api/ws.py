@@ -274,7 +274,7 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send, state: State)
     try:
         if not token:
             raise identity.BadToken("missing token: connect with ?token=<access_token>")
-        claims = identity.verify_token(settings.jwt_secret, token)
+        claims = identity.verify_token(settings.keys, token)
     except identity.BadToken as e:
         await _refuse(send, CLOSE_UNAUTHORIZED, str(e))
         return

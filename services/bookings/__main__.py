@@ -1,7 +1,5 @@
 """`python -m services.bookings`: run the bookings service (same as `parkmate run bookings`)."""
 
-import asyncio
+from services.cli import main
 
-from services.bookings.entrypoints import main
-
-asyncio.run(main())
+main(["run", "bookings"], prog_name="parkmate")

@@ -22,8 +22,8 @@ from services.contracts import bookings as c
 from services.contracts import subjects
 from services.contracts.timers import TimerFired
 from services.runtime import logs, natsconn
+from services.runtime.connect import connect_all
 from services.runtime.consumer import run_pull_consumer
-from services.runtime.db import make_engine
 from services.runtime.lifecycle import (
     every,
     freeze_startup_objects,
@@ -34,6 +34,7 @@ from services.runtime.lifecycle import (
 from services.runtime.micro import Endpoint, MicroServer
 from services.runtime.outbox import OutboxRelay
 from services.runtime.probes import start_probes
+from services.runtime.startup import Stopping
 
 VERSION = "0.1.0"
 
@@ -104,10 +105,13 @@ async def serve(
 ) -> None:
     """Run the bookings service until `stop` is set, then drain in order."""
     log = logs.get("bookings")
-    nc = await natsconn.connect(settings.common.nats_url, "parkmate-bookings")
+    try:
+        nc, engine = await connect_all(settings.common, "parkmate-bookings", stop)
+    except Stopping:
+        log.info("stopped before it was ready")
+        return
     js = nc.jetstream()
     await natsconn.ensure_streams(js)
-    engine = make_engine(settings.common.database_url)
     relay = OutboxRelay(engine, js, storage.outbox, service="bookings")
     deps = Deps(
         engine=engine,
@@ -176,5 +180,6 @@ async def serve(
 
 
 async def main() -> None:
+    settings = Settings.from_env()  # before anything else: a bad setting stops us here
     logs.setup("bookings")
-    await serve(Settings.from_env(), stop_event())
+    await serve(settings, stop_event())

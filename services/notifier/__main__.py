@@ -1,7 +1,5 @@
-"""`python -m services.notifier`: run the notifier (same as `parkmate run notifier`)."""
+"""`python -m services.notifier`: run the notifier service (same as `parkmate run notifier`)."""
 
-import asyncio
+from services.cli import main
 
-from services.notifier.entrypoints import main
-
-asyncio.run(main())
+main(["run", "notifier"], prog_name="parkmate")

@@ -1,8 +1,8 @@
-"""Settings of the notifier service."""
+"""Settings of the notifier, read and checked once from the environment."""
 
 from dataclasses import dataclass
 
-from services.runtime.config import Common, env
+from services.runtime.config import Common, env_number, env_probe_port
 
 
 @dataclass(frozen=True)
@@ -19,13 +19,14 @@ class Settings:
     common: Common
     retention_days: float = 90.0
     purge_seconds: float = 3600.0
-    probe_port: str = ""
+    probe_port: int | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
+        """Read and check every variable; raises SettingError naming a bad one."""
         return cls(
             common=Common.from_env(),
-            retention_days=float(env("NOTIFICATION_RETENTION_DAYS", "90")),
-            purge_seconds=float(env("NOTIFICATION_PURGE_SECONDS", "3600")),
-            probe_port=env("PROBE_PORT", ""),
+            retention_days=env_number("NOTIFICATION_RETENTION_DAYS", 90),
+            purge_seconds=env_number("NOTIFICATION_PURGE_SECONDS", 3600),
+            probe_port=env_probe_port(),
         )

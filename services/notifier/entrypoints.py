@@ -17,8 +17,8 @@ from services.notifier import admin, handlers, retention
 from services.notifier.config import Settings
 from services.notifier.handlers import Deps
 from services.runtime import logs, natsconn
+from services.runtime.connect import connect_all
 from services.runtime.consumer import run_pull_consumer
-from services.runtime.db import make_engine
 from services.runtime.lifecycle import (
     every,
     freeze_startup_objects,
@@ -28,6 +28,7 @@ from services.runtime.lifecycle import (
 )
 from services.runtime.micro import Endpoint, MicroServer
 from services.runtime.probes import start_probes
+from services.runtime.startup import Stopping
 
 VERSION = "0.2.0"
 _encoder = msgspec.json.Encoder()
@@ -80,7 +81,11 @@ async def serve(
     """Run until `stop`. `clock` (aware datetimes) is for tests that fix the time."""
     log = logs.get("notifier")
     events = natsconn.ConnectionEvents()
-    nc = await natsconn.connect(settings.common.nats_url, "parkmate-notifier", events)
+    try:
+        nc, engine = await connect_all(settings.common, "parkmate-notifier", stop, events)
+    except Stopping:
+        log.info("stopped before it was ready")
+        return
     instance = str(uuid7())
 
     async def announce(reason: str) -> None:
@@ -94,7 +99,6 @@ async def serve(
     events.reconnected.append(lambda: announce("reconnected"))
     js = nc.jetstream()
     await natsconn.ensure_streams(js)
-    engine = make_engine(settings.common.database_url)
     deps = Deps(engine=engine, nc=nc, clock=clock)
 
     async def handle(msg: Msg) -> None:
@@ -177,5 +181,6 @@ async def serve(
 
 
 async def main() -> None:
+    settings = Settings.from_env()  # before anything else: a bad setting stops us here
     logs.setup("notifier")
-    await serve(Settings.from_env(), stop_event())
+    await serve(settings, stop_event())

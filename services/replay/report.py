@@ -1,5 +1,6 @@
 """The replay's report: counts, latencies, notification lateness, occupancy against the
-data, and a PNG plot (matplotlib, Agg backend: no display needed).
+data, the CPU each process spent per renewal, the verdict against its bounds, and a PNG
+plot (matplotlib, Agg backend: no display needed).
 
 Lateness of a notification = its arrival on the driver's socket minus the time the
 server scheduled it: end_time - warning_seconds for `booking.expiring`, end_time for
@@ -9,11 +10,22 @@ server scheduled it: end_time - warning_seconds for `booking.expiring`, end_time
 import json
 import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from services.replay.data import hhmm
 from services.replay.simulation import EXPIRED, WARNING, Simulation
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What a replay must hold beyond exactness: warning and expiry lateness p99 on the
+    socket at most `max_lateness` seconds, and at least `min_occupancy` (a fraction,
+    0 to 1) of the lot-boundary checks equal to the data once settled."""
+
+    max_lateness: float = 1.0
+    min_occupancy: float = 0.99
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -106,19 +118,31 @@ def occupancy_figures(sim: Simulation) -> dict[str, Any]:
 
 
 def expiry_figures(sim: Simulation, owner_expired: Counter) -> dict[str, Any]:
-    """Each booking that reached its end expired exactly once (owners' inboxes)."""
+    """Each booking that reached its end expired exactly once (owners' inboxes). Only this
+    run's bookings count: a reused lot's owner also holds an earlier run's expiries."""
     reached = sim.reached_end()
+    made = {p.booking_id for p in sim.periods}
     return {
         "bookings_that_reached_their_end": len(reached),
         "expired_once": sum(1 for b in reached if owner_expired.get(b) == 1),
         "never_expired": sum(1 for b in reached if owner_expired.get(b, 0) == 0),
         "expired_more_than_once": sum(1 for b in reached if owner_expired.get(b, 0) > 1),
-        "expired_without_reaching_end": sum(1 for b in owner_expired if b not in reached),
+        "expired_without_reaching_end": sum(
+            1 for b in owner_expired if b in made and b not in reached
+        ),
     }
 
 
-def build(sim: Simulation, owner_expired: Counter, final_counts: list[int]) -> dict[str, Any]:
-    """Every figure of the report as JSON-able data."""
+def build(
+    sim: Simulation,
+    owner_expired: Counter,
+    final_counts: list[int],
+    bounds: Bounds | None = None,
+    cpu: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every figure of the report as JSON-able data, with `bounds` (None: the defaults);
+    `cpu` is services/replay/cpu.py's figures (None: not measured)."""
+    bounds = bounds or Bounds()
     s = sim.stats
     end = sim.finished_at or sim.interrupted_at
     duration = end - sim.origin if end and sim.origin else None
@@ -148,6 +172,10 @@ def build(sim: Simulation, owner_expired: Counter, final_counts: list[int]) -> d
             "retried_requests": s.retries,
             "adopted_after_retry": s.adopted,
             "errors": dict(s.errors),
+            "overload_answers": {
+                kind: {str(status): n for status, n in sorted(counts.items())}
+                for kind, counts in sorted(s.overload.items())
+            },
         },
         "latency_seconds": {
             "create": spread(s.create_latency),
@@ -158,7 +186,19 @@ def build(sim: Simulation, owner_expired: Counter, final_counts: list[int]) -> d
         "expiry_check": expiry_figures(sim, owner_expired),
         "occupancy": occupancy_figures(sim),
         "active_after_drain": sum(final_counts),
+        "cpu": cpu or {"measured": False, "why_not": "not measured"},
+        "bounds": {
+            "max_lateness_p99_seconds": bounds.max_lateness,
+            "min_occupancy_share": bounds.min_occupancy,
+        },
     }
+
+
+def occupancy_share(report: dict[str, Any]) -> float | None:
+    """The share (0 to 1) of lot-boundary checks equal to the data once settled, or
+    None when there was no check."""
+    o = report["occupancy"]
+    return (o["checks"] - o["mismatches"]) / o["checks"] if o["checks"] else None
 
 
 def failures(report: dict[str, Any]) -> list[str]:
@@ -174,8 +214,22 @@ def failures(report: dict[str, Any]) -> list[str]:
     for what in ("never_expired", "expired_more_than_once", "expired_without_reaching_end"):
         if e[what] and whole:
             out.append(f"{e[what]} bookings {what.replace('_', ' ')}")
-    if report["occupancy"]["mismatches"]:
-        out.append(f"{report['occupancy']['mismatches']} lot-boundary occupancy mismatches")
+    bounds = report["bounds"]
+    for name in ("warnings", "expiries"):
+        p99 = n[name]["lateness_seconds"]["p99"]
+        if p99 is not None and p99 > bounds["max_lateness_p99_seconds"]:
+            out.append(
+                f"{name} lateness p99 {p99:.3f} s over the bound of "
+                f"{bounds['max_lateness_p99_seconds']:g} s"
+            )
+    share = occupancy_share(report)
+    if share is not None and share < bounds["min_occupancy_share"]:
+        o = report["occupancy"]
+        out.append(
+            f"occupancy equal to the data at {o['checks'] - o['mismatches']} of {o['checks']} "
+            f"lot-boundary checks ({share:.1%}), under the bound of "
+            f"{bounds['min_occupancy_share']:.1%}"
+        )
     if report["active_after_drain"] and whole:
         out.append(f"{report['active_after_drain']} bookings still active after the drain")
     if report["bookings"]["errors"]:
@@ -185,6 +239,39 @@ def failures(report: dict[str, Any]) -> list[str]:
 
 def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def render_cpu(cpu: dict[str, Any]) -> list[str]:
+    """The CPU section as lines: a row per process, the total and the replay's share."""
+    if "processes" not in cpu:
+        return [f"CPU: not measured ({cpu.get('why_not') or 'no figures'})"]
+    lines = [
+        f"CPU over the day part ({cpu['wall_seconds']:.1f} s from the first car to the last "
+        f"one done; {cpu['renewals']} renewals handled):",
+        "  process        CPU s   ms/renewal",
+    ]
+    for row in cpu["processes"]:
+        if row["cpu_seconds"] is not None:
+            lines.append(
+                f"  {row['name']:<12} {row['cpu_seconds']:7.2f}   {_s(row['ms_per_renewal']):>10}"
+            )
+        elif cpu["measured"]:  # else one line below says why none was
+            lines.append(f"  {row['name']:<12}  not measured: {row['why_not']}")
+    if cpu["total_cpu_seconds"] is None:
+        lines.append(f"  the services, nats-server and PostgreSQL: not measured ({cpu['why_not']})")
+    else:
+        part = "" if cpu["complete"] else " (of the processes measured)"
+        share = cpu["replay_share"]
+        lines.append(
+            f"  {'total':<12} {cpu['total_cpu_seconds']:7.2f}   "
+            f"{_s(cpu['total_ms_per_renewal']):>10}{part}"
+        )
+        lines.append(
+            "  the replay's share of the total: "
+            + ("-" if share is None else f"{share:.1%}")
+            + part
+        )
+    return lines
 
 
 def render(report: dict[str, Any]) -> str:
@@ -202,6 +289,14 @@ def render(report: dict[str, Any]) -> str:
         f"expired {b['expired']} (of which rebooked after expiry {b['rebooked_after_expiry']})",
         f"refused: {b['refused'] or 'none'}; renewals refused: {b['renewals_refused'] or 'none'}",
         f"retried requests {b['retried_requests']}, errors {b['errors'] or 'none'}",
+        "overload answers (429/503, each retried after its Retry-After): "
+        + (
+            "; ".join(
+                f"{kind} " + ", ".join(f"{n} x {status}" for status, n in counts.items())
+                for kind, counts in b["overload_answers"].items()
+            )
+            or "none"
+        ),
     ]
     for name, lat in report["latency_seconds"].items():
         lines.append(
@@ -238,6 +333,7 @@ def render(report: dict[str, Any]) -> str:
             f"{row['time']}  {sum(row['data']):6d}  {sum(row['parkmate_settled']):6d}    "
             f"{row['settle_seconds']:.2f}" + ("" if not row["mismatched_lots"] else "  MISMATCH")
         )
+    lines += ["", *render_cpu(report["cpu"])]
     bad = failures(report)
     if report["interrupted_at_day_time"]:
         lines += [
@@ -246,7 +342,19 @@ def render(report: dict[str, Any]) -> str:
             "then; 'missing' means due before the interruption but not yet received, and the "
             "expiry check and final counts were skipped.",
         ]
-    lines += ["", "RESULT: " + ("OK" if not bad else "FAILED: " + "; ".join(bad))]
+    bounds = report["bounds"]
+    share = occupancy_share(report)
+    lines += [
+        "",
+        "RESULT: " + ("OK" if not bad else "FAILED: " + "; ".join(bad)),
+        f"bounds: warning and expiry lateness p99 at most "
+        f"{bounds['max_lateness_p99_seconds']:g} s (warnings "
+        f"{_s(n['warnings']['lateness_seconds']['p99'])} s, expiries "
+        f"{_s(n['expiries']['lateness_seconds']['p99'])} s); occupancy equal to the data at "
+        f"least at {bounds['min_occupancy_share']:.1%} of the checks ("
+        + ("-" if share is None else f"{share:.1%}")
+        + ")",
+    ]
     return "\n".join(lines)
 
 

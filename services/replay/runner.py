@@ -1,5 +1,6 @@
 """`parkmate replay`: load and clean the day, plan it, run the simulation with a progress
-bar, then print and write the report."""
+bar while measuring every process's CPU over the day part, then print and write the
+report."""
 
 import asyncio
 import contextlib
@@ -11,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from services.replay import data, dataset, report
+from services.replay import cpu, data, dataset, report
 from services.replay.plan import make_plan, summarise
 from services.replay.simulation import Options, Simulation
 
@@ -53,9 +54,31 @@ async def _ticker(sim: Simulation, bar, stop: asyncio.Event) -> None:
             pass
 
 
-async def replay(plan, options: Options, report_dir: Path | None, progress: bool = True) -> Result:
-    """Run the replay of `plan` and return its report (written to `report_dir`)."""
+async def _measure(sim: Simulation, meter: cpu.Meter, marks: dict[str, cpu.Sample]) -> None:
+    """Sample every process's CPU when the first car is due and again when the last car
+    is done (or the replay is interrupted)."""
+    await sim.day_started.wait()
+    await sim.until(sim.origin)
+    marks["start"] = await meter.sample()
+    await sim.day_over.wait()
+    marks["end"] = await meter.sample()
+
+
+async def replay(
+    plan,
+    options: Options,
+    report_dir: Path | None,
+    progress: bool = True,
+    bounds: report.Bounds | None = None,
+    meter: cpu.Meter | None = None,
+) -> Result:
+    """Run the replay of `plan` and return its report (written to `report_dir`), judged
+    against `bounds` (None: the defaults); `meter` reads the processes' CPU (None: only
+    the replay's own)."""
     sim = Simulation(plan, options)
+    meter = meter or cpu.Meter.replay_only("no process list given")
+    marks: dict[str, cpu.Sample] = {}
+    measuring = asyncio.create_task(_measure(sim, meter, marks))
     out = sys.stderr
     summary = summarise(plan)
     print(
@@ -85,13 +108,19 @@ async def replay(plan, options: Options, report_dir: Path | None, progress: bool
         await asyncio.wait([running, waiter], return_when=asyncio.FIRST_COMPLETED)
         if not running.done():  # Ctrl-C or SIGTERM: stop and report what happened so far
             sim.interrupted_at = time.time()
+            sim.day_over.set()
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await running
         else:
             waiter.cancel()
             running.result()
+        if "start" in marks:  # the end sample follows within moments
+            await measuring
     finally:
+        measuring.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await measuring
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         stop.set()
@@ -99,7 +128,9 @@ async def replay(plan, options: Options, report_dir: Path | None, progress: bool
             await ticker
         if bar is not None:
             bar.close()
-    figures = report.build(sim, sim.owner_expired, sim.final_counts)
+    renewals = len(sim.stats.renew_latency)
+    usage = cpu.figures(marks.get("start"), marks.get("end"), renewals, meter.why_not)
+    figures = report.build(sim, sim.owner_expired, sim.final_counts, bounds, usage)
     text = report.render(figures)
     print(text, flush=True)
     if report_dir is not None:

@@ -25,7 +25,7 @@ import random
 import string
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +39,8 @@ WARNING = "booking.expiring"
 EXPIRED = "booking.expired"
 BULK = 2000
 RETRIES = 10
+OVERLOAD = (429, 503)  # "too much now, retry later" answers, counted per kind of request
+MAX_RETRY_AFTER = 60.0  # seconds: never wait longer than this on a Retry-After
 SHARD_CONNECTIONS = 8  # HTTP connections per httpx client (see Simulation.run)
 
 
@@ -142,6 +144,8 @@ class Stats:
     retries: int = 0
     adopted: int = 0
     errors: Counter = field(default_factory=Counter)
+    # kind of request (create, renew, cancel, set-up) -> Counter of 429/503 answers
+    overload: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     create_latency: list[float] = field(default_factory=list)
     renew_latency: list[float] = field(default_factory=list)
     cancel_latency: list[float] = field(default_factory=list)
@@ -267,6 +271,8 @@ class Simulation:
         self.boundaries: list[Boundary] = []
         self.origin = 0.0
         self.finished_at = 0.0
+        self.day_started = asyncio.Event()  # set once `origin` is fixed
+        self.day_over = asyncio.Event()  # set at `finished_at` (or by an interruption)
         self.active = 0
         self.http: httpx.AsyncClient | None = None
         self.shards: list[httpx.AsyncClient] = []
@@ -304,17 +310,23 @@ class Simulation:
         body: dict | None = None,
         key: str | None = None,
         ok: tuple[int, ...] = (200, 201),
+        kind: str = "set-up",
     ) -> httpx.Response:
-        """One API call; 5xx and transport errors are retried with the same
-        Idempotency-Key. Returns the last response (the caller checks its status)."""
+        """One API call; 5xx, 429 and transport errors are retried (RETRIES tries in all)
+        with the same Idempotency-Key, after the answer's Retry-After when it has one,
+        else after an exponential backoff. 429 and 503 answers are counted under `kind`
+        in `stats.overload`. Returns the last response (the caller checks its status);
+        raises ReplayError when every try failed."""
         headers = {"Authorization": f"Bearer {token}"}
         if key:
             headers["Idempotency-Key"] = key
         last = ""
+        wait: float | None = None
         for attempt in range(RETRIES):
             if attempt:
                 self.stats.retries += 1
-                await asyncio.sleep(min(0.25 * 2**attempt, 5.0))
+                await asyncio.sleep(wait if wait is not None else min(0.25 * 2**attempt, 5.0))
+            wait = None
             try:
                 # Our own FIFO gate: httpx's pool costs O(waiting x connections) per
                 # request when thousands wait in it, which starved the event loop.
@@ -325,7 +337,14 @@ class Simulation:
             except httpx.TransportError as e:
                 last = repr(e)
                 continue
-            retry = r.status_code >= 500 or (r.status_code == 409 and "in progress" in r.text)
+            if r.status_code in OVERLOAD:
+                self.stats.overload[kind][r.status_code] += 1
+                wait = retry_after(r)
+            retry = (
+                r.status_code >= 500
+                or r.status_code == 429
+                or (r.status_code == 409 and "in progress" in r.text)
+            )
             if not retry:
                 r.extensions["retried"] = attempt > 0
                 return r
@@ -554,11 +573,13 @@ class Simulation:
             try:
                 await self.setup()
                 self.origin = time.time() + 2.0
+                self.day_started.set()
                 tasks = [asyncio.create_task(self._drive(car)) for car in self.plan.cars]
                 checker = asyncio.create_task(self._check_boundaries())
                 await self._until_cars_done(tasks)
                 await checker
                 self.finished_at = time.time()
+                self.day_over.set()
                 await self._drain()
                 self.owner_expired = await self._settled_owner_expiries()
                 self.final_counts = await self.lot_counts()
@@ -672,6 +693,7 @@ class Simulation:
                 driver["token"],
                 {"slot_id": slot, "vehicle_id": driver["vehicle"]},
                 key=f"{self.run_id}-{car.index}-book-{attempt}",
+                kind="create",
             )
             self.stats.create_latency.append(time.time() - started)
             if r.status_code == 201:
@@ -720,6 +742,7 @@ class Simulation:
             driver["token"],
             None,
             key=f"{self.run_id}-{car.index}-renew-{ms(period.end)}",
+            kind="renew",
         )
         self.stats.renew_latency.append(time.time() - started)
         if r.status_code != 200:
@@ -744,7 +767,9 @@ class Simulation:
 
     async def _cancel(self, car: Car, lot: LotState, driver: dict, period: Period) -> None:
         started = period.cancel_sent = time.time()
-        r = await self.call("POST", f"/api/v1/bookings/{period.booking_id}/cancel", driver["token"])
+        r = await self.call(
+            "POST", f"/api/v1/bookings/{period.booking_id}/cancel", driver["token"], kind="cancel"
+        )
         self.stats.cancel_latency.append(time.time() - started)
         self.active -= 1
         if r.status_code == 200:
@@ -861,6 +886,16 @@ class Simulation:
                 if not cursor:
                     break
         return seen
+
+
+def retry_after(r: httpx.Response) -> float | None:
+    """The answer's Retry-After in seconds (at most MAX_RETRY_AFTER), or None when it has
+    none in the delay-seconds form (the form Parkmate sends; an HTTP date is not read)."""
+    try:
+        seconds = float(r.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
 
 
 def refusal(r: httpx.Response) -> str:

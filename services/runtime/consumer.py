@@ -23,6 +23,7 @@ Two ways to do more than one message at a time, both keeping the order that matt
 """
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.contracts import subjects
-from services.runtime.metrics import DEAD_LETTERS, MESSAGES, subject_label
+from services.runtime.metrics import CONSUMER_PENDING, DEAD_LETTERS, MESSAGES, subject_label
 from services.runtime.natsconn import message_size, publish_each
 
 log = structlog.get_logger()
@@ -111,10 +112,15 @@ async def run_pull_consumer(
     sub = await js.pull_subscribe_bind(durable, stream)
     if ready is not None:
         ready.set()
+    pending = CONSUMER_PENDING.labels(durable)
     while not stop.is_set():
         try:
             msgs = await sub.fetch(batch, timeout=1.0)
         except (NatsTimeout, TimeoutError):
+            # Usually nothing is pending now, but a consumer at max_ack_pending gets
+            # nothing either: ask the server, as only an idle consumer does.
+            with contextlib.suppress(Exception):
+                pending.set((await sub.consumer_info()).num_pending)
             continue
         except Exception:
             if stop.is_set():
@@ -122,6 +128,8 @@ async def run_pull_consumer(
             log.exception("fetch failed", durable=durable)
             await asyncio.sleep(1.0)
             continue
+        # Each delivered message says how many were still undelivered behind it.
+        pending.set(msgs[-1].metadata.num_pending)
         if batch_handler is not None and len(msgs) > 1:
             await _handle_batch(msgs, batch_handler, handler, c)
         elif key is not None and len(msgs) > 1:

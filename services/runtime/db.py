@@ -1,6 +1,5 @@
 """Database engines: one async SQLAlchemy engine (asyncpg) per service process."""
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -8,7 +7,8 @@ import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-DEFAULT_POOL_SIZE = 20
+from services.runtime.config import DEFAULT_POOL_SIZE
+
 DISCONNECTED = "The database connection was lost; retry in a moment."
 
 
@@ -20,22 +20,9 @@ def async_url(url: str) -> str:
     raise ValueError(f"not a PostgreSQL URL: {url!r} (expected postgresql://user@host:port/db)")
 
 
-def pool_size_from_env() -> int:
-    """PARKMATE_DB_POOL_SIZE (default 20): connections each service process keeps open.
-
-    Raises ValueError naming the variable when it is not a positive integer."""
-    raw = os.environ.get("PARKMATE_DB_POOL_SIZE", str(DEFAULT_POOL_SIZE))
-    try:
-        size = int(raw)
-    except ValueError:
-        size = 0
-    if size < 1:
-        raise ValueError(f"PARKMATE_DB_POOL_SIZE must be a positive integer, not {raw!r}")
-    return size
-
-
-def make_engine(url: str, pool_size: int | None = None) -> AsyncEngine:
-    """An engine keeping `pool_size` connections (PARKMATE_DB_POOL_SIZE when None) open.
+def make_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> AsyncEngine:
+    """An engine keeping `pool_size` connections open (services pass PARKMATE_DB_POOL_SIZE,
+    see Common).
 
     No overflow: a connection opened for a burst and closed after it costs a backend
     start and a cold prepared-statement cache, which under load cost more than waiting
@@ -50,9 +37,8 @@ def make_engine(url: str, pool_size: int | None = None) -> AsyncEngine:
     a cold cache and planned its statements again (the admin send's recipient look-up
     took 14 ms instead of 3).
     """
-    size = pool_size if pool_size is not None else pool_size_from_env()
     return create_async_engine(
-        async_url(url), pool_size=size, max_overflow=0, pool_recycle=1800, pool_use_lifo=True
+        async_url(url), pool_size=pool_size, max_overflow=0, pool_recycle=1800, pool_use_lifo=True
     )
 
 

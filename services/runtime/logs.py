@@ -21,6 +21,8 @@ def setup(service: str, level: str = "INFO") -> structlog.stdlib.BoundLogger:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    # Every line names the service, those of shared modules (runtime/) included.
+    structlog.contextvars.bind_contextvars(service=service)
     return structlog.get_logger(service=service)
 
 

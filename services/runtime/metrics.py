@@ -17,6 +17,12 @@ REQUEST_SECONDS = Histogram(
 MESSAGES = Counter(
     "parkmate_consumer_messages_total", "JetStream messages handled", ["durable", "outcome"]
 )
+CONSUMER_PENDING = Gauge(
+    "parkmate_consumer_pending_messages",
+    "Messages on the stream that a durable consumer has not delivered yet (its lag), as "
+    "this replica last saw it; replicas of one durable report the same number",
+    ["durable"],
+)
 OUTBOX_PUBLISHED = Counter(
     "parkmate_outbox_published_total", "Events published from an outbox", ["schema"]
 )
@@ -43,6 +49,18 @@ WS_CATCH_UPS = Counter(
     "parkmate_ws_catch_ups_total",
     "Checks of every socket against the inbox, by what triggered them",
     ["reason"],
+)
+API_IN_FLIGHT = Gauge(
+    "parkmate_api_requests_in_flight",
+    "HTTP requests this api process is serving (bounded by PARKMATE_MAX_INFLIGHT)",
+)
+API_WAITING = Gauge(
+    "parkmate_api_requests_waiting",
+    "HTTP requests waiting for a turn (at most PARKMATE_QUEUE_SECONDS each)",
+)
+API_REJECTED = Counter(
+    "parkmate_api_overload_rejections_total",
+    "HTTP requests answered 503 because no turn came within PARKMATE_QUEUE_SECONDS",
 )
 
 

@@ -3,6 +3,11 @@
 Each service keeps `migrations/` (env.py calls `run_env`) and its own version table
 in its own schema, so services migrate independently and never touch each other's
 tables.
+
+Safe to run from several processes at once (on Kubernetes every pod's init container
+runs `parkmate migrate`): each schema's migration takes a transaction-level advisory
+lock first, so one process migrates and the others, once it committed, find the
+schema at head and do nothing.
 """
 
 import asyncio
@@ -13,6 +18,9 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 
 from services.runtime.db import make_engine
+
+# pg_advisory_xact_lock key shared by every Parkmate migration (any constant bigint).
+MIGRATION_LOCK = 0x7061726B6D617465  # "parkmate"
 
 # schema -> package holding `migrations/`
 SCHEMAS = {
@@ -47,6 +55,9 @@ def run_env(target_metadata: MetaData) -> None:
     schema = cfg.attributes["schema"]
 
     def do_run(connection: Connection) -> None:
+        # Held until this transaction commits; a concurrent migrator waits here and
+        # then reads the version table this one wrote (READ COMMITTED).
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         context.configure(
             connection=connection,

@@ -2,10 +2,10 @@
 
 import asyncio
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import nats
 import structlog
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
@@ -15,8 +15,12 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from services.contracts import subjects
+from services.runtime.config import NatsAuth, redact
+from services.runtime.startup import Late, Startup, describe
 
 MIN_SERVER_VERSION = (2, 12, 0)
+# Between attempts to reach the server, at start and after losing it.
+RECONNECT_SECONDS = 0.5
 
 
 class NatsTooOld(RuntimeError):
@@ -52,33 +56,108 @@ class ConnectionEvents:
             log.warning("NATS error", error=repr(error))
 
 
-async def connect(url: str, name: str, events: ConnectionEvents | None = None) -> Client:
+def tls_context(auth: NatsAuth) -> ssl.SSLContext | None:
+    """The client TLS context `auth` asks for (server certificate verified against
+    `tls_ca`, or the system's CAs; the client certificate when given), or None without
+    TLS. Raises OSError or ssl.SSLError when a file is missing or not PEM."""
+    if not auth.tls:
+        return None
+    context = ssl.create_default_context(cafile=auth.tls_ca or None)
+    if auth.tls_cert:
+        context.load_cert_chain(auth.tls_cert, auth.tls_key)
+    return context
+
+
+def auth_options(auth: NatsAuth) -> dict:
+    """nats-py `connect` keyword arguments for `auth`: `user_credentials` (the .creds
+    path) and `tls` (an SSLContext), each only when set."""
+    options: dict = {}
+    if auth.creds:
+        options["user_credentials"] = auth.creds
+    context = tls_context(auth)
+    if context is not None:
+        options["tls"] = context
+    return options
+
+
+async def connect(
+    url: str,
+    name: str,
+    events: ConnectionEvents | None = None,
+    startup: Startup | None = None,
+    auth: NatsAuth | None = None,
+) -> Client:
     """Connect for a service: reconnect forever, notice a dead server within ~10 s.
-    `events` gets the reconnects and slow-consumer drops (see ConnectionEvents).
+    `events` gets the reconnects and slow-consumer drops (see ConnectionEvents); `auth`
+    the credentials and TLS files (none by default).
+
+    Until the first connection, every failed attempt (one each RECONNECT_SECONDS) is
+    logged as one line. With `startup`, a signal raises Stopping and the deadline raises
+    StartupFailed; without it, this waits for as long as it takes.
 
     Raises NatsTooOld when the server is older than 2.12 (no JetStream message
     schedules, so bookings would never expire).
     """
     events = events or ConnectionEvents()
-    nc = await nats.connect(
+    where = redact(url)
+    nc = Client()
+    connected = False
+    failures = 0  # before the first connection
+    last_error: BaseException | None = None
+
+    async def on_error(error: Exception) -> None:
+        nonlocal failures, last_error
+        if connected:
+            await events._on_error(error)
+            return
+        failures, last_error = failures + 1, error
+        if startup is not None:
+            startup.log_retry("NATS", where, error, failures)
+        else:
+            log.warning("NATS not reachable yet; retrying", url=where, error=describe(error))
+
+    async def on_disconnected() -> None:
+        if connected:  # not the close of a connection that never came up
+            await events._on_disconnected()
+
+    connecting = nc.connect(
         url,
         name=name,
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=RECONNECT_SECONDS,
         ping_interval=5,
         max_outstanding_pings=2,
         connect_timeout=5,
         allow_reconnect=True,
         reconnected_cb=events._on_reconnected,
-        disconnected_cb=events._on_disconnected,
-        error_cb=events._on_error,
+        disconnected_cb=on_disconnected,
+        error_cb=on_error,
+        **auth_options(auth or NatsAuth()),
     )
-    check_server_version(
-        nc.connected_server_version.major,
-        nc.connected_server_version.minor,
-        nc.connected_server_version.patch,
-        url,
-    )
+    try:
+        if startup is None:
+            await connecting
+        else:
+            await startup.race(connecting)
+        check_server_version(
+            nc.connected_server_version.major,
+            nc.connected_server_version.minor,
+            nc.connected_server_version.patch,
+            where,
+        )
+    except Late:
+        await nc.close()
+        assert startup is not None
+        raise startup.failed(
+            "NATS",
+            where,
+            last_error,
+            "Check PARKMATE_NATS_URL and that nats-server is running.",
+        ) from None
+    except BaseException:
+        await nc.close()
+        raise
+    connected = True
     return nc
 
 

@@ -2,9 +2,10 @@
 
 The api answers /healthz, /readyz and /metrics on its own port. bookings, timers and
 notifier have no HTTP server of their own, so each serves these three paths on
-PARKMATE_PROBE_PORT when it is set (Kubernetes probes and Prometheus scrapes); unset
-(the default, as in `parkmate dev`, where four services share one machine) it serves
-nothing. /readyz answers 200 once the service is ready and 503 while it starts or drains.
+PARKMATE_PROBE_PORT when it is set (Kubernetes probes, Prometheus scrapes, and
+`parkmate dev`, which gives each a free port and lists them in its process list); unset
+(the default) it serves nothing. /readyz answers 200 once the service is ready and 503
+while it starts or drains.
 """
 
 import asyncio
@@ -67,10 +68,10 @@ class ProbeServer:
         return "404 Not Found", "text/plain", b"not found\n"
 
 
-async def start_probes(port: str | None) -> ProbeServer | None:
-    """Start a ProbeServer on `port` (a string from the environment), or return None."""
-    if not port:
+async def start_probes(port: int | None) -> ProbeServer | None:
+    """Start a ProbeServer on `port`, or return None when it is None."""
+    if port is None:
         return None
-    server = ProbeServer(int(port))
+    server = ProbeServer(port)
     await server.start()
     return server

@@ -1,7 +1,5 @@
 """`python -m services.timers`: run the timers service (same as `parkmate run timers`)."""
 
-import asyncio
+from services.cli import main
 
-from services.timers.entrypoints import main
-
-asyncio.run(main())
+main(["run", "timers"], prog_name="parkmate")

@@ -9,6 +9,7 @@ from services.runtime import logs, natsconn
 from services.runtime.consumer import run_pull_consumer
 from services.runtime.lifecycle import freeze_startup_objects, started, stop_event, until_stopped
 from services.runtime.probes import start_probes
+from services.runtime.startup import Startup, Stopping
 from services.timers import domain, handlers
 from services.timers.config import Settings
 
@@ -18,7 +19,14 @@ async def serve(
 ) -> None:
     """Run until `stop`; the consumer finishes its batch before the connection drains."""
     log = logs.get("timers")
-    nc = await natsconn.connect(settings.nats_url, "parkmate-timers")
+    startup = Startup.begin(stop, settings.startup_timeout)
+    try:
+        nc = await natsconn.connect(
+            settings.nats_url, "parkmate-timers", startup=startup, auth=settings.nats_auth
+        )
+    except Stopping:
+        log.info("stopped before it was ready")
+        return
     js = nc.jetstream()
     await natsconn.ensure_streams(js)
 
@@ -61,5 +69,6 @@ async def serve(
 
 
 async def main() -> None:
+    settings = Settings.from_env()  # before anything else: a bad setting stops us here
     logs.setup("timers")
-    await serve(Settings.from_env(), stop_event())
+    await serve(settings, stop_event())

@@ -1,6 +1,8 @@
 """`parkmate dev` as a new user runs it: embedded NATS and PostgreSQL, demo data, the
-address printed, a clean stop on SIGTERM, and a crashed service reported, not hidden."""
+address printed, every process's pid and metrics in its process list, a clean stop on
+SIGTERM, and a crashed service reported, not hidden."""
 
+import json
 import os
 import signal
 import subprocess
@@ -53,7 +55,8 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 def test_dev_runs_everything_seeds_demo_data_and_stops_cleanly(tmp_path):
     port = free_port()
-    proc = start_dev(tmp_path / "state", port)
+    state = tmp_path / "state"
+    proc = start_dev(state, port)
     try:
         address = wait_for_address(proc)
         assert address == f"http://127.0.0.1:{port}/"
@@ -76,10 +79,21 @@ def test_dev_runs_everything_seeds_demo_data_and_stops_cleanly(tmp_path):
         token = login.json()["access_token"]
         lots = httpx.get(api + "/lots", headers={"Authorization": f"Bearer {token}"}).json()
         assert [lot["name"] for lot in lots["items"]] == ["Demo lot"]
+        listed = json.loads((state / "processes.json").read_text())
+        assert listed["url"] == f"http://127.0.0.1:{port}"
+        assert listed["nats_url"].startswith("nats://127.0.0.1:")
+        table = listed["processes"]
+        assert set(table) == {"api", "bookings", "timers", "notifier", "nats-server", "postgres"}
+        assert {entry["pid"] for entry in table.values()} <= {c.pid for c in children}
+        for name in ("api", "bookings", "timers", "notifier"):
+            metrics = httpx.get(table[name]["metrics_url"])
+            assert metrics.status_code == 200 and "process_cpu_seconds_total" in metrics.text
+            assert psutil.Process(table[name]["pid"]).cmdline()[-1] == f"services.{name}"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         _, alive = psutil.wait_procs(children, timeout=10)
         assert alive == []
+        assert not (state / "processes.json").exists()
     finally:
         if proc.poll() is None:
             proc.kill()

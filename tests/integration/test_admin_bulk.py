@@ -7,12 +7,12 @@ import pytest
 
 from services.api import identity
 from services.contracts.ids import uuid7
-from tests.integration.test_api import SECRET, api, auth  # noqa: F401 (fixture)
+from tests.integration.test_api import KEYS, api, auth  # noqa: F401 (fixture)
 from tests.support import eventually
 
 
 def token(roles: list[str]) -> str:
-    return identity.issue_token(SECRET, str(uuid7()), roles, 600)
+    return identity.issue_token(KEYS, str(uuid7()), roles, 600)
 
 
 def people(*names: str) -> list[dict]:

@@ -4,14 +4,16 @@ PostgreSQL underneath."""
 import asyncio
 import contextlib
 import json
+import tomllib
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
 import websockets
 
-from services.api import idempotency
+from services.api import idempotency, identity
 from services.api.config import Settings as ApiSettings
 from services.api.entrypoints import serve as serve_api
 from services.bookings.config import Settings as BookingsSettings
@@ -24,6 +26,7 @@ from services.runtime.embedded import free_port
 from tests.support import running
 
 SECRET = "integration-test-secret-of-32-bytes!"
+KEYS = identity.Keyring.of(SECRET)
 
 
 @pytest.fixture
@@ -213,7 +216,9 @@ async def test_oversized_frame_closes_with_1009(api):
 
 async def test_probes_and_metrics(api):
     root = f"http://{api.base_url.host}:{api.base_url.port}"
-    assert (await api.get(root + "/healthz")).status_code == 200
+    health = await api.get(root + "/healthz")
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert health.json() == {"status": "ok", "version": pyproject["project"]["version"]}
     assert (await api.get(root + "/readyz")).json() == {"status": "ready"}
     token = await register(api)
     async with websockets.connect(f"{api.ws_url}?token={token}") as ws:

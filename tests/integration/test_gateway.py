@@ -17,7 +17,7 @@ from services.notifier.config import Settings as NotifierSettings
 from services.notifier.entrypoints import serve as serve_notifier
 from services.runtime.config import Common
 from services.runtime.embedded import free_port
-from tests.integration.test_api import SECRET, auth, register
+from tests.integration.test_api import KEYS, SECRET, auth, register
 from tests.integration.test_notification_center import known
 from tests.support import nats_client, running, store_unpublished
 
@@ -25,7 +25,7 @@ from tests.support import nats_client, running, store_unpublished
 async def test_a_lost_live_message_is_filled_from_the_inbox_in_order(nats_url, database_url):
     common = Common(nats_url, database_url)
     port = free_port()
-    admin = identity.issue_token(SECRET, str(uuid7()), ["admin"], 3600)
+    admin = identity.issue_token(KEYS, str(uuid7()), ["admin"], 3600)
     async with contextlib.AsyncExitStack() as stack:
         nc = await stack.enter_async_context(nats_client(nats_url))
         await stack.enter_async_context(running(serve_notifier, NotifierSettings(common)))
@@ -36,7 +36,7 @@ async def test_a_lost_live_message_is_filled_from_the_inbox_in_order(nats_url, d
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/api/v1")
         )
         token = await register(http)
-        user_id = identity.verify_token(SECRET, token).user_id
+        user_id = identity.verify_token(KEYS, token).user_id
         await known(nc, [user_id])
 
         async def send(title: str) -> None:

@@ -15,7 +15,7 @@ from services.contracts import bookings as c
 from services.contracts import subjects
 from services.contracts.ids import uuid7
 from services.runtime.micro import RemoteError, call
-from tests.integration.test_api import SECRET, api, auth  # noqa: F401 (fixture)
+from tests.integration.test_api import KEYS, api, auth  # noqa: F401 (fixture)
 from tests.support import eventually, nats_client
 
 MB = 1024 * 1024
@@ -24,7 +24,7 @@ LOT = {"name": "Quick Park", "address": "1 Main St", "slot_count": 2, "booking_s
 
 def token(user_id: str, roles: list[str]) -> dict:
     """Headers with a token of `user_id` that outlives the fixture's 2 s logins."""
-    return auth(identity.issue_token(SECRET, user_id, roles, 600))
+    return auth(identity.issue_token(KEYS, user_id, roles, 600))
 
 
 def refused(r: httpx.Response, field: str) -> str:

@@ -465,7 +465,7 @@ async def test_probes_when_a_probe_port_is_set(nc, nats_url, database_url):
     from services.runtime.embedded import free_port
 
     port = free_port()
-    settings = Settings(Common(nats_url, database_url), probe_port=str(port))
+    settings = Settings(Common(nats_url, database_url), probe_port=port)
     async with running(serve, settings), httpx.AsyncClient() as http:
         assert (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
         assert (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200

@@ -10,7 +10,7 @@ from tests.support import running
 
 async def test_worker_serves_health_readiness_and_metrics(nats_url):
     port = free_port()
-    async with running(serve, Settings(nats_url, probe_port=str(port))):
+    async with running(serve, Settings(nats_url, probe_port=port)):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             assert (await http.get("/healthz")).status_code == 200
             assert (await http.get("/readyz")).status_code == 200

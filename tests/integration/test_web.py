@@ -87,7 +87,7 @@ def test_no_static_file_loads_anything_from_another_host():
 async def test_page_offers_no_demo_accounts_unless_configured(nats_url, database_url):
     from services.api.web import page_config
 
-    assert page_config(ApiSettings(Common(nats_url, database_url))) == {}
+    assert page_config(ApiSettings(Common(nats_url, database_url), SECRET)) == {}
 
 
 async def _login(http: httpx.AsyncClient, email: str) -> dict:
@@ -99,7 +99,7 @@ async def _login(http: httpx.AsyncClient, email: str) -> dict:
 async def test_admin_lists_users_by_role_and_dashboards_list_their_lots(web):
     engine = make_engine(web.database_url, pool_size=1)
     try:
-        identity = Identity(engine, SECRET, 3600)
+        identity = Identity(engine)
         await identity.create_user("root@example.com", "secret-pw", "Root", ["admin"])
         owner = await identity.create_user("own@example.com", "secret-pw", "Own", ["owner"])
         emps = [

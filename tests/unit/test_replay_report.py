@@ -1,6 +1,9 @@
 """The replay report's arithmetic and its verdict (no services)."""
 
-from services.replay.report import failures, percentile, spread
+from collections import Counter
+from types import SimpleNamespace
+
+from services.replay.report import expiry_figures, failures, percentile, spread
 
 
 def test_percentiles_are_nearest_rank():
@@ -15,7 +18,13 @@ def test_percentiles_are_nearest_rank():
 
 def clean_report() -> dict:
     kinds = {
-        k: {"missing": 0, "early": 0, "duplicates": 0, "unexpected": 0}
+        k: {
+            "missing": 0,
+            "early": 0,
+            "duplicates": 0,
+            "unexpected": 0,
+            "lateness_seconds": {"p99": 0.4},
+        }
         for k in ("warnings", "expiries")
     }
     return {
@@ -25,10 +34,11 @@ def clean_report() -> dict:
             "expired_more_than_once": 0,
             "expired_without_reaching_end": 0,
         },
-        "occupancy": {"mismatches": 0},
+        "occupancy": {"mismatches": 0, "checks": 200},
         "active_after_drain": 0,
         "bookings": {"errors": {}},
         "interrupted_at_day_time": None,
+        "bounds": {"max_lateness_p99_seconds": 1.0, "min_occupancy_share": 0.99},
     }
 
 
@@ -41,8 +51,34 @@ def test_a_clean_report_has_no_failures_and_each_defect_is_named():
     assert failures(r) == [
         "2 warnings missing",
         "1 expiries early",
-        "3 lot-boundary occupancy mismatches",
+        "occupancy equal to the data at 197 of 200 lot-boundary checks (98.5%), under the "
+        "bound of 99.0%",
     ]
+
+
+def test_lateness_p99_over_the_bound_fails_and_at_the_bound_passes():
+    r = clean_report()
+    r["notifications"]["warnings"]["lateness_seconds"]["p99"] = 1.0
+    assert failures(r) == []
+    r["notifications"]["expiries"]["lateness_seconds"]["p99"] = 1.25
+    assert failures(r) == ["expiries lateness p99 1.250 s over the bound of 1 s"]
+    r["bounds"]["max_lateness_p99_seconds"] = 2.0
+    assert failures(r) == []
+    r["notifications"]["expiries"]["lateness_seconds"]["p99"] = None  # none received
+    assert failures(r) == []
+
+
+def test_occupancy_fails_only_under_its_share_of_the_checks():
+    r = clean_report()
+    r["occupancy"]["mismatches"] = 2  # 198 of 200 = 99.0%: at the bound
+    assert failures(r) == []
+    r["bounds"]["min_occupancy_share"] = 1.0
+    assert failures(r) == [
+        "occupancy equal to the data at 198 of 200 lot-boundary checks (99.0%), under the "
+        "bound of 100.0%"
+    ]
+    r["occupancy"] = {"mismatches": 0, "checks": 0}  # interrupted before the first boundary
+    assert failures(r) == []
 
 
 def test_an_interrupted_run_skips_the_end_of_day_checks():
@@ -51,3 +87,17 @@ def test_an_interrupted_run_skips_the_end_of_day_checks():
     r["expiry_check"]["never_expired"] = 50
     r["active_after_drain"] = 7
     assert failures(r) == []
+
+
+def test_only_this_runs_bookings_count_in_the_expiry_check():
+    """A reused lot's owner also holds an earlier run's expiries: those are not this
+    run's "expired without reaching end"; a booking of this run that was renewed and
+    still expired is."""
+    sim = SimpleNamespace(
+        periods=[SimpleNamespace(booking_id=b) for b in ("ended", "renewed")],
+        reached_end=lambda: {"ended"},
+    )
+    figures = expiry_figures(sim, Counter({"ended": 1, "earlier-run": 1}))
+    assert figures["expired_once"] == 1 and figures["expired_without_reaching_end"] == 0
+    figures = expiry_figures(sim, Counter({"ended": 1, "renewed": 1}))
+    assert figures["expired_without_reaching_end"] == 1

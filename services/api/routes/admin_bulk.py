@@ -222,7 +222,7 @@ async def create_users_bulk(
     identity_uc = request.app.state.identity
     if callable(identity_uc.on_commit):
         identity_uc.on_commit()
-    secret = settings.jwt_secret
+    keys = settings.keys
     return BulkUsersOut(
         items=[
             BulkUserOut(
@@ -230,7 +230,7 @@ async def create_users_bulk(
                 email=e,
                 full_name=n,
                 roles=r,
-                access_token=identity.issue_token(secret, i, r, seconds),
+                access_token=identity.issue_token(keys, i, r, seconds),
             )
             for i, (e, n, r) in zip(ids, rows, strict=True)
         ],

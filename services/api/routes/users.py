@@ -9,6 +9,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from services.api.auth import provide_actor
 from services.api.errors import responses
+from services.api.logins import Logins
 from services.api.routes.common import CursorQuery
 from services.api.users import Identity, Token, User, UserPage
 from services.contracts.bookings import Actor
@@ -63,12 +64,15 @@ async def register(request: Request, data: JSONBody[RegisterIn]) -> User:
 @post(
     "/auth/login",
     status_code=200,
-    responses=responses(400, 401),
+    responses=responses(400, 401, 429),
     summary="Log in for a bearer token",
 )
 async def login(request: Request, data: JSONBody[LoginIn]) -> Token:
-    """A JWT access token; 401 on a wrong email or password."""
-    return await _identity(request).login(data.email, data.password)
+    """A JWT access token; 401 on a wrong email or password; 429 with Retry-After after
+    too many failed logins for the account or from the client's address."""
+    logins: Logins = request.app.state.logins
+    address = request.client.host if request.client else "unknown"
+    return await logins.login(data.email, data.password, address)
 
 
 @get(

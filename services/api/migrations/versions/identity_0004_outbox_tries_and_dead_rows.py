@@ -1,14 +1,14 @@
 """outbox rows: tries, backoff and dead rows (docs/failure-modes.md)
 
-Revision ID: identity_0003
-Revises: identity_0002
+Revision ID: identity_0004
+Revises: identity_0003
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "identity_0003"
-down_revision = "identity_0002"
+revision = "identity_0004"
+down_revision = "identity_0003"
 branch_labels = None
 depends_on = None
 

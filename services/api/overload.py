@@ -1,0 +1,133 @@
+"""Overload answered early: a bound on the HTTP requests one api process serves at once
+and on how long a request may wait for its turn (ASGI middleware).
+
+At most PARKMATE_MAX_INFLIGHT requests run at once in an api process; the next ones
+wait, first come first served, for at most PARKMATE_QUEUE_SECONDS. One that gets no
+turn by then is answered 503 with `Retry-After` (`retry_after_seconds`) and a `detail`
+saying so, instead of queueing behind work the system cannot finish in time. So a
+request is either refused within PARKMATE_QUEUE_SECONDS of reaching the api, or runs;
+a running request's calls to the services each time out after 5 s (also 503 with
+Retry-After, services/api/errors.py).
+
+Never held back: /healthz, /readyz and /metrics (an overloaded api must still look
+alive to its probes and scrapes), and WebSocket upgrades (served before Litestar by
+ws.WebSocketFront; only `http` scopes are counted here).
+"""
+
+import asyncio
+import math
+from collections import deque
+
+import msgspec
+
+from services.runtime.metrics import API_IN_FLIGHT, API_REJECTED, API_WAITING
+
+EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def retry_after_seconds(queue_seconds: float) -> int:
+    """The Retry-After of the api's 503 answers (whole seconds, at least 1): the wait a
+    request may spend queueing, rounded up."""
+    return max(1, math.ceil(queue_seconds))
+
+
+class Slots:
+    """At most `limit` holders at once (`limit` >= 1, else ValueError). Waiters get a
+    slot first come first served, handed over directly by `release`."""
+
+    def __init__(self, limit: int):
+        if limit < 1:
+            raise ValueError(f"the in-flight limit must be at least 1, not {limit}")
+        self.limit = limit
+        self.in_flight = 0
+        # Only requests still waiting: a waiter that gave up or was cancelled leaves it.
+        self._waiters: deque[asyncio.Future[bool]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot now."""
+        return len(self._waiters)
+
+    async def acquire(self, timeout: float) -> bool:
+        """Take a slot: True at once when one is free, else after waiting for one (at
+        most `timeout` seconds; 0: no wait); False when none came in time."""
+        # No request waits while a slot is free (release hands slots to waiters first),
+        # so taking a free slot here never jumps the queue.
+        if self.in_flight < self.limit:
+            self.in_flight += 1
+            return True
+        if timeout <= 0:
+            return False
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[bool] = loop.create_future()
+        self._waiters.append(turn)
+        timer = loop.call_later(timeout, self._give_up, turn)
+        try:
+            return await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled() and turn.result():
+                self.release()  # handed a slot while being cancelled: pass it on
+            elif turn in self._waiters:
+                self._waiters.remove(turn)
+            raise
+        finally:
+            timer.cancel()
+
+    def _give_up(self, turn: asyncio.Future[bool]) -> None:
+        if not turn.done():
+            turn.set_result(False)
+            self._waiters.remove(turn)
+
+    def release(self) -> None:
+        """Give the slot back: to the longest waiter if any, else free it."""
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_result(True)  # the slot passes on: in_flight does not change
+                return
+        self.in_flight -= 1
+
+
+class OverloadMiddleware:
+    """ASGI middleware: every HTTP request but EXEMPT's holds one of `slots` while it
+    runs, waiting at most `queue_seconds` for it; else 503 with Retry-After. `slots` is
+    shared by every route of an app (Litestar builds a middleware stack per route)."""
+
+    def __init__(self, app, slots: Slots, queue_seconds: float):
+        self.app = app
+        self.slots = slots
+        self.queue_seconds = queue_seconds
+        retry = retry_after_seconds(queue_seconds)
+        self.body = msgspec.json.encode(
+            {
+                "status_code": 503,
+                "detail": f"The api is at capacity: {slots.limit} requests were in flight "
+                f"and none finished within {queue_seconds:g} s. Retry after {retry} s "
+                "(Retry-After), with the same Idempotency-Key for a POST.",
+            }
+        )
+        self.headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.body)).encode()),
+            (b"retry-after", str(retry).encode()),
+        ]
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in EXEMPT:
+            return await self.app(scope, receive, send)
+        API_WAITING.inc()
+        try:
+            admitted = await self.slots.acquire(self.queue_seconds)
+        finally:
+            API_WAITING.dec()
+        if not admitted:
+            API_REJECTED.inc()
+            await send({"type": "http.response.start", "status": 503, "headers": self.headers})
+            await send({"type": "http.response.body", "body": self.body})
+            return
+        API_IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            API_IN_FLIGHT.dec()
+            self.slots.release()

@@ -1,0 +1,65 @@
+"""The api's in-flight bound (services/api/overload.py Slots): a free slot at once, waiters
+served first come first served, a waiter that gives up or is cancelled leaves no trace."""
+
+import asyncio
+
+import pytest
+
+from services.api.overload import Slots, retry_after_seconds
+
+
+async def test_waiters_get_released_slots_in_arrival_order():
+    slots = Slots(2)
+    assert await slots.acquire(0) and await slots.acquire(0)
+    assert slots.in_flight == 2
+    assert await slots.acquire(0) is False  # no wait allowed, none free
+    first = asyncio.create_task(slots.acquire(3600))
+    second = asyncio.create_task(slots.acquire(3600))
+    await asyncio.sleep(0)  # the new tasks run up to their wait
+    assert slots.waiting == 2
+    slots.release()
+    assert await first is True and not second.done()
+    assert slots.in_flight == 2 and slots.waiting == 1  # handed over, not freed
+    slots.release()
+    assert await second is True
+    slots.release()
+    slots.release()
+    assert slots.in_flight == 0 and slots.waiting == 0
+
+
+async def test_a_waiter_gives_up_after_its_timeout_and_a_cancelled_one_leaves():
+    slots = Slots(1)
+    assert await slots.acquire(0)
+    assert await slots.acquire(0.01) is False  # nobody releases: the timeout passes
+    assert slots.waiting == 0
+    cancelled = asyncio.create_task(slots.acquire(3600))
+    await asyncio.sleep(0)  # the new tasks run up to their wait
+    assert slots.waiting == 1
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert slots.waiting == 0
+    slots.release()
+    assert slots.in_flight == 0
+    assert await slots.acquire(0)  # the slot is free again, not lost to the cancelled waiter
+
+
+async def test_a_slot_handed_to_a_waiter_being_cancelled_passes_on():
+    slots = Slots(1)
+    assert await slots.acquire(0)
+    doomed = asyncio.create_task(slots.acquire(3600))
+    heir = asyncio.create_task(slots.acquire(3600))
+    await asyncio.sleep(0)  # the new tasks run up to their wait
+    assert slots.waiting == 2
+    slots.release()  # hands the slot to `doomed`, which is cancelled before it runs
+    doomed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    assert await asyncio.wait_for(heir, 10) is True  # never stranded
+    assert slots.in_flight == 1 and slots.waiting == 0
+
+
+def test_retry_after_is_the_queue_wait_rounded_up_and_at_least_one_second():
+    assert [retry_after_seconds(s) for s in (0, 0.3, 1, 2, 2.5)] == [1, 1, 1, 2, 3]
+    with pytest.raises(ValueError):
+        Slots(0)
