@@ -11,7 +11,6 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "parkmate.json"
 NOT_YET_EXPORTED = {
     "parkmate_outbox_pending",
     "parkmate_notification_latency_seconds",
-    "parkmate_dead_letters_total",
 }
 
 
