@@ -4,6 +4,7 @@ parkmate dev [--host] [--port] [--state-dir] [--no-demo]
 parkmate run api|bookings|timers|notifier
 parkmate migrate
 parkmate users create --email E --password P --full-name N --role admin
+parkmate dead-letters list [--service S] | replay ID... | replay --all [--service S]
 parkmate replay [--day 2016-12-16] [--speed 120] [--url] [--sockets] [--seed] [--report DIR]
     [--processes FILE] [--max-lateness 1] [--min-occupancy 99]
 """
@@ -227,6 +228,84 @@ def _database_url() -> str:
     try:
         return parse_database_url("DATABASE_URL", env("DATABASE_URL"))
     except SettingError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@main.group("dead-letters")
+def dead_letters() -> None:
+    """Messages Parkmate gave up on (PARKMATE_DATABASE_URL, PARKMATE_NATS_URL); see
+    docs/failure-modes.md."""
+
+
+SERVICE_OPTION = click.option(
+    "--service", type=click.Choice(SERVICES), help="Only those this service gave up."
+)
+
+
+async def _with_stores(work):
+    """Run `work(engine, js)` against PARKMATE_DATABASE_URL and PARKMATE_NATS_URL."""
+    import nats
+
+    from services.runtime.config import NatsAuth, SettingError, env, parse_nats_url
+    from services.runtime.db import make_engine
+    from services.runtime.natsconn import auth_options
+
+    database_url = _database_url()
+    try:
+        nats_url, auth = parse_nats_url("NATS_URL", env("NATS_URL")), NatsAuth.from_env()
+    except SettingError as e:
+        raise click.ClickException(str(e)) from None
+    # A plain client: a one-shot command neither reconnects forever nor logs its close.
+    nc = await nats.connect(
+        nats_url, name="parkmate-dead-letters", connect_timeout=5, **auth_options(auth)
+    )
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        return await work(engine, nc.jetstream())
+    finally:
+        await nc.close()
+        await engine.dispose()
+
+
+@dead_letters.command("list")
+@SERVICE_OPTION
+def dead_letters_list(service: str | None) -> None:
+    """Print every dead letter: id, service, subject, tries, when, size, origin, error."""
+    from services.deadletters import list_dead
+
+    found = asyncio.run(_with_stores(lambda e, js: list_dead(e, js, service)))
+    for d in found:
+        when = d.dead_at.isoformat(timespec="seconds") if d.dead_at else "-"
+        click.echo(
+            f"{d.id}\t{d.service}\t{d.subject}\ttries={d.tries}\t{when}\t"
+            f"{d.size} B\t{d.origin}\t{d.error}"
+        )
+    click.echo(f"{len(found)} dead letter(s)", err=True)
+
+
+@dead_letters.command("replay")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every dead letter (of --service).")
+@SERVICE_OPTION
+def dead_letters_replay(ids: tuple[str, ...], everything: bool, service: str | None) -> None:
+    """Publish dead letters again: IDS as printed by `list` (bookings:42, DEAD:7), or
+    --all. Fix the cause first, or they die again."""
+    from services.deadletters import NoSuchDeadLetter, replay, replay_all
+
+    if everything == bool(ids):
+        raise click.UsageError("give dead-letter ids or --all (not both)")
+    if ids and service:
+        raise click.UsageError("--service goes with --all")
+
+    async def work(engine, js) -> list[str]:
+        if everything:
+            return await replay_all(engine, js, service)
+        return [await replay(engine, js, i) for i in ids]
+
+    try:
+        for line in asyncio.run(_with_stores(work)):
+            click.echo(line)
+    except (NoSuchDeadLetter, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
 
 

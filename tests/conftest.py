@@ -92,13 +92,13 @@ async def database_url(pg_admin_url: str, template_db: str) -> AsyncIterator[str
 
 @pytest.fixture
 async def nats_url(nats_server_url: str) -> AsyncIterator[str]:
-    """The NATS server with empty EVENTS and TIMERS streams for this test."""
+    """The NATS server with empty EVENTS, TIMERS and DEAD streams for this test."""
     import nats
 
     async def wipe() -> None:
         nc = await nats.connect(nats_server_url)
         js = nc.jetstream()
-        for stream in ("EVENTS", "TIMERS"):
+        for stream in ("EVENTS", "TIMERS", "DEAD"):
             try:
                 await js.delete_stream(stream)
             except Exception:

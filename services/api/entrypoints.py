@@ -40,7 +40,7 @@ async def serve(
         return
     js = nc.jetstream()
     await natsconn.ensure_streams(js)
-    relay = OutboxRelay(engine, js, storage.outbox)
+    relay = OutboxRelay(engine, js, storage.outbox, service="api")
     app = create_app(settings, nc, engine, relay.wake)
     # What core NATS may have lost on the way to the sockets is caught up from the inbox.
     events.reconnected.append(app.state.gateway.on_reconnected)

@@ -112,7 +112,7 @@ async def serve(
         return
     js = nc.jetstream()
     await natsconn.ensure_streams(js)
-    relay = OutboxRelay(engine, js, storage.outbox)
+    relay = OutboxRelay(engine, js, storage.outbox, service="bookings")
     deps = Deps(
         engine=engine,
         payments=SimulatedProvider(),
@@ -147,6 +147,7 @@ async def serve(
             timer_handler(deps),
             stop,
             ready=consumer_ready,
+            service="bookings",
             batch_handler=timer_batch_handler(deps),
         )
     )

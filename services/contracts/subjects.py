@@ -51,6 +51,16 @@ def timer_fired_subject(booking_id: str, kind: TimerKind) -> str:
     return f"timers.fired.booking.{kind}.{booking_id}"
 
 
+# Dead letters: consumer messages that could not be handled (docs/failure-modes.md).
+DEAD_STREAM = "DEAD"
+DEAD_SUBJECTS = ["dead.>"]
+
+
+def dead_letter_subject(durable: str) -> str:
+    """Subject on DEAD of a message the durable consumer `durable` gave up on."""
+    return f"dead.{durable}"
+
+
 # Request/reply (NATS micro services).
 BOOKINGS_SERVICE = "bookings"
 BOOKINGS_LOT_CREATE = "bookings.lot.create"

@@ -1,9 +1,17 @@
 """Durable JetStream pull consumers for services: ack after your commit, nak to retry.
 
 A handler gets the message and returns None (done: ack) or a number of seconds
-(not yet: redeliver after that delay). A message that cannot be decoded is a poison
-message: logged and terminated, never retried. Any other exception is logged and the
-message redelivered after a short pause, up to `max_deliver` times.
+(not yet: redeliver after that delay). Any exception is logged and the message
+redelivered after a backoff (`retry_seconds` doubled per delivery, at most
+`max_retry_seconds`), while the messages behind it go on.
+
+A message that cannot be handled becomes a dead letter (docs/failure-modes.md): one
+that cannot be decoded at once, any other when its delivery number `max_deliver - 1`
+fails or is still "not yet". It is published to stream DEAD on `dead.<durable>` with
+headers saying where it came from and why (DEAD_* below), logged once, counted in
+`parkmate_dead_letters_total`, then terminated. If DEAD cannot take it, the message is
+redelivered and dead-lettered again; at the last delivery NATS allows it is terminated
+anyway, left where it is in its own stream, and the log line gives its stream sequence.
 
 Two ways to do more than one message at a time, both keeping the order that matters:
 - `key`: messages of a fetched batch with the same key (a booking id, say) are handled
@@ -17,6 +25,7 @@ Two ways to do more than one message at a time, both keeping the order that matt
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import msgspec
 import structlog
@@ -25,12 +34,37 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from services.runtime.metrics import CONSUMER_PENDING, MESSAGES
+from services.contracts import subjects
+from services.runtime.metrics import CONSUMER_PENDING, DEAD_LETTERS, MESSAGES, subject_label
+from services.runtime.natsconn import message_size, publish_each
 
 log = structlog.get_logger()
 
 Handler = Callable[[Msg], Awaitable[float | None]]
 BatchHandler = Callable[[list[Msg]], Awaitable[list[float | None]]]
+
+# Headers of a dead letter on DEAD: where the message was and why it was given up.
+DEAD_SUBJECT = "Parkmate-Dead-Subject"
+DEAD_STREAM = "Parkmate-Dead-Stream"
+DEAD_SEQUENCE = "Parkmate-Dead-Sequence"
+DEAD_CONSUMER = "Parkmate-Dead-Consumer"
+DEAD_SERVICE = "Parkmate-Dead-Service"
+DEAD_DELIVERIES = "Parkmate-Dead-Deliveries"
+DEAD_ERROR = "Parkmate-Dead-Error"
+DEAD_MSG_ID = "Parkmate-Dead-Msg-Id"
+
+
+@dataclass(frozen=True)
+class _Consumer:
+    js: JetStreamContext
+    durable: str
+    service: str
+    max_deliver: int
+    retry_seconds: float
+    max_retry_seconds: float
+
+    def retry_delay(self, delivered: int) -> float:
+        return min(self.retry_seconds * 2 ** (delivered - 1), self.max_retry_seconds)
 
 
 async def run_pull_consumer(
@@ -45,18 +79,26 @@ async def run_pull_consumer(
     max_deliver: int = 50,
     ready: asyncio.Event | None = None,
     *,
+    service: str,
     key: Callable[[Msg], str] | None = None,
     batch_handler: BatchHandler | None = None,
+    retry_seconds: float = 1.0,
+    max_retry_seconds: float = 30.0,
 ) -> None:
     """Fetch and handle messages of the durable consumer `durable` until `stop` is set.
 
     `handler` returns None (ack) or seconds before redelivery; `key` and
-    `batch_handler` are described in the module docstring (give at most one).
+    `batch_handler` are described in the module docstring (give at most one). A
+    message is handled at most `max_deliver - 1` times (at least 2) before it is a
+    dead letter; `service` labels the dead-letter metric and header.
     Stops fetching when `stop` is set and returns after the batch in hand is handled
     and acked, so a SIGTERM loses nothing (docs/nats.md, the drain trap).
     """
     if key is not None and batch_handler is not None:
         raise ValueError("give key or batch_handler, not both")
+    if max_deliver < 3:
+        raise ValueError("max_deliver must be at least 3 (two tries and a spare)")
+    c = _Consumer(js, durable, service, max_deliver, retry_seconds, max_retry_seconds)
     config = ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
@@ -89,75 +131,147 @@ async def run_pull_consumer(
         # Each delivered message says how many were still undelivered behind it.
         pending.set(msgs[-1].metadata.num_pending)
         if batch_handler is not None and len(msgs) > 1:
-            await _handle_batch(msgs, batch_handler, handler, durable)
+            await _handle_batch(msgs, batch_handler, handler, c)
         elif key is not None and len(msgs) > 1:
-            await _handle_by_key(msgs, key, handler, durable)
+            await _handle_by_key(msgs, key, handler, c)
         else:
             for msg in msgs:
-                await _handle(msg, handler, durable)
+                await _handle(msg, handler, c)
     await sub.unsubscribe()
 
 
 async def _handle_by_key(
-    msgs: list[Msg], key: Callable[[Msg], str], handler: Handler, durable: str
+    msgs: list[Msg], key: Callable[[Msg], str], handler: Handler, c: _Consumer
 ) -> None:
     groups: dict[str, list[Msg]] = {}
     for msg in msgs:
         try:
             k = key(msg)
-        except Exception:  # undecodable: its own group, where the handler terms it
+        except Exception:  # undecodable: its own group, where the handler dead-letters it
             k = f"\0{id(msg)}"
         groups.setdefault(k, []).append(msg)
 
     async def in_order(group: list[Msg]) -> None:
         for msg in group:
-            await _handle(msg, handler, durable)
+            await _handle(msg, handler, c)
 
     await asyncio.gather(*(in_order(g) for g in groups.values()))
 
 
 async def _handle_batch(
-    msgs: list[Msg], batch_handler: BatchHandler, handler: Handler, durable: str
+    msgs: list[Msg], batch_handler: BatchHandler, handler: Handler, c: _Consumer
 ) -> None:
     try:
         outcomes = await batch_handler(msgs)
         if len(outcomes) != len(msgs):
             raise RuntimeError(f"batch handler gave {len(outcomes)} outcomes for {len(msgs)}")
     except Exception:
-        log.warning("batch failed; handling it one by one", durable=durable, exc_info=True)
+        log.warning("batch failed; handling it one by one", durable=c.durable, exc_info=True)
         for msg in msgs:
-            await _handle(msg, handler, durable)
+            await _handle(msg, handler, c)
         return
     for msg, delay in zip(msgs, outcomes, strict=True):
-        await _settle(msg, delay, durable)
+        await _settle(msg, delay, c)
 
 
-async def _handle(msg: Msg, handler: Handler, durable: str) -> None:
+async def _handle(msg: Msg, handler: Handler, c: _Consumer) -> None:
     # The outbox publishes each event with Nats-Msg-Id = its CloudEvent id: reading the
     # header costs nothing, decoding the event here would cost a second decode.
     event_id = (msg.headers or {}).get("Nats-Msg-Id")
     with structlog.contextvars.bound_contextvars(**({"event_id": event_id} if event_id else {})):
         try:
             delay = await handler(msg)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            log.error(
-                "poison message terminated", durable=durable, subject=msg.subject, exc_info=True
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            MESSAGES.labels(c.durable, "poison").inc()
+            await _dead_letter(msg, f"undecodable: {e}", c)
+            return
+        except Exception as e:
+            delivered = msg.metadata.num_delivered
+            if delivered >= c.max_deliver - 1:
+                MESSAGES.labels(c.durable, "failed").inc()
+                await _dead_letter(msg, f"{type(e).__name__}: {e}", c)
+                return
+            log.exception(
+                "handler failed; will retry",
+                durable=c.durable,
+                subject=msg.subject,
+                delivered=delivered,
             )
-            await msg.term()
-            MESSAGES.labels(durable, "poison").inc()
+            await msg.nak(delay=c.retry_delay(delivered))
+            MESSAGES.labels(c.durable, "failed").inc()
             return
-        except Exception:
-            log.exception("handler failed; will retry", durable=durable, subject=msg.subject)
-            await msg.nak(delay=1.0)
-            MESSAGES.labels(durable, "failed").inc()
-            return
-    await _settle(msg, delay, durable)
+        await _settle(msg, delay, c)
 
 
-async def _settle(msg: Msg, delay: float | None, durable: str) -> None:
+async def _settle(msg: Msg, delay: float | None, c: _Consumer) -> None:
     if delay is None:
         await msg.ack()
-        MESSAGES.labels(durable, "done").inc()
+        MESSAGES.labels(c.durable, "done").inc()
+    elif msg.metadata.num_delivered >= c.max_deliver - 1:
+        # NATS would stop delivering it after the next one, silently.
+        await _dead_letter(msg, f"still not ready after {msg.metadata.num_delivered} tries", c)
     else:
         await msg.nak(delay=max(delay, 0.05))
-        MESSAGES.labels(durable, "later").inc()
+        MESSAGES.labels(c.durable, "later").inc()
+
+
+def _dead_letter_headers(msg: Msg, error: str, c: _Consumer) -> dict[str, str]:
+    """The headers of `msg`'s dead letter: its own, except the server's `Nats-*` ones
+    (a schedule or TTL header would act again on DEAD), and where it came from."""
+    meta = msg.metadata
+    own = msg.headers or {}
+    headers = {k: v for k, v in own.items() if not k.startswith("Nats-")}
+    headers |= {
+        # One dead letter per message and consumer, even if this one is delivered again.
+        "Nats-Msg-Id": f"{meta.stream}:{meta.sequence.stream}:{c.durable}",
+        DEAD_SUBJECT: msg.subject,
+        DEAD_STREAM: meta.stream,
+        DEAD_SEQUENCE: str(meta.sequence.stream),
+        DEAD_CONSUMER: c.durable,
+        DEAD_SERVICE: c.service,
+        DEAD_DELIVERIES: str(meta.num_delivered),
+        DEAD_ERROR: " ".join(error.split())[:300],
+    }
+    if "Nats-Msg-Id" in own:
+        headers[DEAD_MSG_ID] = own["Nats-Msg-Id"]
+    return headers
+
+
+async def _dead_letter(msg: Msg, error: str, c: _Consumer) -> None:
+    """Publish `msg` to DEAD and terminate it (see the module docstring)."""
+    meta = msg.metadata
+    headers = _dead_letter_headers(msg, error, c)
+    fields = {
+        "service": c.service,
+        "durable": c.durable,
+        "subject": msg.subject,
+        "stream": meta.stream,
+        "stream_seq": meta.sequence.stream,
+        "deliveries": meta.num_delivered,
+        "error": headers[DEAD_ERROR],
+    }
+    size = message_size(msg.data, headers)
+    if size > c.js._nc.max_payload:
+        problem = f"dead letter of {size} bytes is over max_payload"
+    else:
+        try:
+            (refused,) = await publish_each(
+                c.js, [(subjects.dead_letter_subject(c.durable), msg.data, headers)]
+            )
+            problem = None if refused is None else repr(refused)
+        except Exception as e:  # a timeout or a lost connection
+            problem = repr(e)
+    if problem is not None and meta.num_delivered < c.max_deliver:
+        log.warning("could not dead-letter; delivered once more", problem=problem, **fields)
+        await msg.nak(delay=c.retry_delay(meta.num_delivered))
+        return
+    await msg.term()
+    DEAD_LETTERS.labels(c.service, subject_label(msg.subject)).inc()
+    if problem is None:
+        log.error("dead letter: message given up, kept on DEAD", **fields)
+    else:
+        log.error(
+            "dead letter: message given up, left in its stream at stream_seq",
+            problem=problem,
+            **fields,
+        )

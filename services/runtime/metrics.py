@@ -4,6 +4,8 @@ Names follow Prometheus conventions: `parkmate_` prefix, base units (seconds), `
 for counters. Labels are bounded sets (subject names, outcomes), never ids.
 """
 
+import re
+
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
@@ -38,6 +40,12 @@ NOTIFICATION_LATENCY = Histogram(
     ["stage"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+DEAD_LETTERS = Counter(
+    "parkmate_dead_letters_total",
+    "Messages given up on: outbox rows that could not be published, consumer messages "
+    "that could not be handled (docs/failure-modes.md)",
+    ["service", "subject"],
+)
 TIMER_LATENESS = Histogram(
     "parkmate_timer_lateness_seconds",
     "Fired timer arrival at bookings minus its scheduled time",
@@ -68,3 +76,12 @@ API_REJECTED = Counter(
     "parkmate_api_overload_rejections_total",
     "HTTP requests answered 503 because no turn came within PARKMATE_QUEUE_SECONDS",
 )
+
+
+_ID_TOKEN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
+def subject_label(subject: str) -> str:
+    """`subject` with its id tokens (UUIDs) replaced by `*`, so a label stays a bounded
+    set: 'timers.fired.booking.expiry.<uuid>' -> 'timers.fired.booking.expiry.*'."""
+    return ".".join("*" if _ID_TOKEN.fullmatch(t) else t for t in subject.split("."))

@@ -11,8 +11,8 @@ from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 from nats.errors import SlowConsumerError
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from services.contracts import subjects
 from services.runtime.config import NatsAuth, redact
@@ -200,9 +200,24 @@ TIMERS_CONFIG = StreamConfig(
 )
 
 
+# Dead letters are kept until an operator replays them: no max_age. The byte bound keeps
+# a flood of them from filling the disk; beyond it the oldest go (their log line and
+# metric remain). See docs/failure-modes.md.
+DEAD_MAX_BYTES = 1024**3
+DEAD_CONFIG = StreamConfig(
+    name=subjects.DEAD_STREAM,
+    subjects=subjects.DEAD_SUBJECTS,
+    retention=RetentionPolicy.LIMITS,
+    storage=StorageType.FILE,
+    max_bytes=DEAD_MAX_BYTES,
+    discard=DiscardPolicy.OLD,
+    duplicate_window=120.0,
+)
+
+
 async def ensure_streams(js: JetStreamContext) -> None:
-    """Create EVENTS and TIMERS if missing (idempotent, safe from several replicas)."""
-    for config in (EVENTS_CONFIG, TIMERS_CONFIG):
+    """Create EVENTS, TIMERS and DEAD if missing (idempotent, safe from several replicas)."""
+    for config in (EVENTS_CONFIG, TIMERS_CONFIG, DEAD_CONFIG):
         try:
             await js.stream_info(config.name)
         except NotFoundError:
@@ -232,3 +247,50 @@ async def publish_in_order(
     finally:
         for ack in acks:  # on a timeout or refusal, free what is still waiting
             ack.cancel()
+
+
+def message_size(payload: bytes, headers: dict[str, str] | None) -> int:
+    """Bytes the server weighs against its max_payload: the payload plus the header
+    block as the client writes it (`NATS/1.0`, one `Key: value` line each, CRLFs)."""
+    if not headers:
+        return len(payload)
+    block = 10 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items()) + 2
+    return len(payload) + block
+
+
+# The server's answers that are about one message (no stream takes its subject, a stream
+# limit, a bad header...), as opposed to a timeout or a lost connection, which say
+# nothing about the message.
+REFUSALS = (APIError, NoStreamResponseError)
+
+
+async def publish_each(
+    js: JetStreamContext,
+    messages: list[tuple[str, bytes, dict[str, str]]],
+    timeout: float = 10.0,
+) -> list[Exception | None]:
+    """Publish (subject, payload, headers) messages in this order, pipelined like
+    `publish_in_order`, and return one outcome per message: None (stored) or the
+    server's refusal of that message (an exception in REFUSALS).
+
+    Raises on a timeout after `timeout` seconds or a lost connection, which say nothing
+    about any one message. The caller checks sizes first (`message_size`): a message
+    over the server's max_payload makes the server close the connection.
+    """
+    acks: list[asyncio.Future] = []
+    try:
+        for s, p, h in messages:
+            acks.append(await js.publish_async(s, p, headers=h))
+        results = await asyncio.wait_for(asyncio.gather(*acks, return_exceptions=True), timeout)
+    finally:
+        for ack in acks:  # on a timeout or a lost connection, free what is still waiting
+            ack.cancel()
+    outcomes: list[Exception | None] = []
+    for result in results:
+        if isinstance(result, REFUSALS):
+            outcomes.append(result)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            outcomes.append(None)
+    return outcomes

@@ -19,6 +19,14 @@ leave a process in the order they were handed over:
 Each poll also counts the table's unpublished rows (the partial index on them keeps it
 cheap) into parkmate_outbox_pending{schema}: a backlog that grows means NATS refuses
 the events or the relay cannot keep up.
+A row the server refuses (or one too big to ever publish) must not hold up the rows
+behind it (docs/failure-modes.md, "Poison messages and dead letters"): it is charged a
+try, `attempts`, and set aside until `next_attempt_at` (exponential backoff), while the
+rows behind it go on; after `max_attempts` tries, or at once when it is over the
+server's max_payload, it is dead (`dead_at`): logged once, counted in
+`parkmate_dead_letters_total`, never claimed again until `parkmate dead-letters replay`.
+A timeout or a lost connection charges no row: NATS being away is not a message's
+fault, and the relay retries everything as before.
 """
 
 import asyncio
@@ -35,8 +43,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.contracts.envelope import CloudEvent
 from services.runtime.db import raw_connection
-from services.runtime.metrics import OUTBOX_PENDING, OUTBOX_PUBLISHED
-from services.runtime.natsconn import publish_in_order
+from services.runtime.metrics import DEAD_LETTERS, OUTBOX_PENDING, OUTBOX_PUBLISHED
+from services.runtime.natsconn import message_size, publish_each
 
 log = structlog.get_logger()
 _encoder = msgspec.json.Encoder()
@@ -53,6 +61,10 @@ def outbox_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("payload", sa.LargeBinary, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("dead_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.Text, nullable=True),
         sa.Index(
             f"ix_{metadata.schema}_outbox_pending",
             "id",
@@ -113,11 +125,18 @@ async def add_events(conn: AsyncConnection, table: sa.Table, events: list[CloudE
     )
 
 
+def _headers(event_id: str) -> dict[str, str]:
+    return {"Nats-Msg-Id": event_id}
+
+
 class OutboxRelay:
     """Publishes an outbox table's committed events to JetStream (see module docstring).
 
     `max_queued` bounds the rows held in memory for the fast way; beyond it (NATS down
     for long) they are dropped from memory and the poll publishes them from the table.
+    A refused row is tried `max_attempts` times in all, waiting
+    min(backoff_seconds * 2**(n-1), max_backoff_seconds) seconds after its n-th try,
+    then is dead; `service` labels the dead-letter metric (default: the table's schema).
     """
 
     def __init__(
@@ -130,6 +149,10 @@ class OutboxRelay:
         keep_seconds: float = 3600.0,
         grace_seconds: float = 5.0,
         max_queued: int = 20_000,
+        max_attempts: int = 10,
+        backoff_seconds: float = 1.0,
+        max_backoff_seconds: float = 60.0,
+        service: str | None = None,
     ):
         self._engine = engine
         self._js = js
@@ -139,13 +162,29 @@ class OutboxRelay:
         self._keep = timedelta(seconds=keep_seconds)
         self._grace = timedelta(seconds=grace_seconds)
         self._max_queued = max_queued
+        self._max_attempts = max_attempts
+        self._backoff = backoff_seconds
+        self._max_backoff = max_backoff_seconds
+        self._service = service or str(table.schema)
+        # The limit the server announced on the connection `js` publishes on (it may
+        # change with a reconnect, so it is read at each publish).
+        self._max_payload = lambda: js._nc.max_payload
         self._queue: deque[Pending] = deque()
         self._woken = False
         self._wake = asyncio.Event()
         self._stopping = False
         self._last_cleanup = datetime.now(UTC)
-        self._delete = (
-            f'DELETE FROM "{table.schema}"."{table.name}" WHERE event_id = ANY($1::uuid[])'
+        name = f'"{table.schema}"."{table.name}"'
+        self._delete = f"DELETE FROM {name} WHERE event_id = ANY($1::uuid[])"
+        # One failed try of one row: the next one after the backoff, or dead
+        # when it was the last try or can never succeed. Returns the row it changed.
+        self._charge = sa.text(
+            f"UPDATE {name} SET attempts = attempts + 1, last_error = :error,"
+            " next_attempt_at = now() + make_interval(secs => LEAST("
+            " :base * power(2, attempts), :cap)),"
+            " dead_at = CASE WHEN :never OR attempts + 1 >= :max THEN now() END"
+            " WHERE event_id = CAST(:event_id AS uuid) AND dead_at IS NULL"
+            " RETURNING attempts, dead_at IS NOT NULL AS dead"
         )
 
     def wake(self) -> None:
@@ -199,52 +238,109 @@ class OutboxRelay:
                 pass
 
     async def publish_queued(self) -> int:
-        """Publish the handed-over rows in order and delete them; a batch that fails goes
-        back to the front of the queue (its rows are still in the table too)."""
+        """Publish the handed-over rows in order and delete them; a batch that meets a
+        timeout or a lost connection goes back to the front of the queue (its rows are
+        still in the table too). Refused or too-big rows are charged a try in the table,
+        where the table path takes them when due."""
         sent = 0
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
             try:
-                await publish_in_order(
-                    self._js,
-                    [(r.subject, r.payload, {"Nats-Msg-Id": r.event_id}) for r in batch],
-                )
+                failed = await self._publish([(r.event_id, r.subject, r.payload) for r in batch])
             except BaseException:
                 self._queue.extendleft(reversed(batch))
                 raise
-            async with raw_connection(self._engine) as raw:
-                await raw.execute(self._delete, [r.event_id for r in batch])
-            OUTBOX_PUBLISHED.labels(self._table.schema).inc(len(batch))
+            done = [r.event_id for r in batch if r.event_id not in failed]
+            if done:
+                async with raw_connection(self._engine) as raw:
+                    await raw.execute(self._delete, done)
+                OUTBOX_PUBLISHED.labels(self._table.schema).inc(len(done))
+            if failed:
+                async with self._engine.begin() as conn:
+                    await self._charge_rows(conn, failed)
             sent += len(batch)
         return sent
 
+    async def _publish(self, rows: list[tuple[str, str, bytes]]) -> dict[str, tuple]:
+        """Publish (event_id, subject, payload) rows in order; return the ones that
+        failed: event_id -> (subject, error text, True when it can never succeed).
+        Raises on a timeout or a lost connection (see publish_each)."""
+        limit = self._max_payload()
+        failed: dict[str, tuple] = {}
+        sendable = []
+        for event_id, subject, payload in rows:
+            size = message_size(payload, _headers(event_id))
+            if size > limit:
+                failed[event_id] = (subject, f"{size} bytes, over max_payload {limit}", True)
+            else:
+                sendable.append((subject, payload, _headers(event_id)))
+        outcomes = await publish_each(self._js, sendable)
+        for (subject, _, headers), error in zip(sendable, outcomes, strict=True):
+            if error is not None:
+                failed[headers["Nats-Msg-Id"]] = (subject, repr(error)[:500], False)
+        return failed
+
+    async def _charge_rows(self, conn: AsyncConnection, failed: dict[str, tuple]) -> None:
+        """One failed try for each row of `failed` (see `_publish`); log and count the
+        rows that die now, once: a dead row is never charged again."""
+        for event_id, (subject, error, never) in failed.items():
+            params = {
+                "event_id": event_id,
+                "error": error,
+                "base": self._backoff,
+                "cap": self._max_backoff,
+                "never": never,
+                "max": self._max_attempts,
+            }
+            row = (await conn.execute(self._charge, params)).first()
+            if row is None:
+                continue
+            fields = {
+                "service": self._service,
+                "table": str(self._table),
+                "event_id": event_id,
+                "subject": subject,
+                "attempts": row.attempts,
+                "error": error,
+            }
+            if row.dead:
+                log.error("dead letter: outbox row given up", **fields)
+                DEAD_LETTERS.labels(self._service, subject).inc()
+            else:
+                log.warning("outbox row refused; tried again later", **fields)
+
     async def publish_pending(self, grace: timedelta | None = None) -> int:
-        """Publish one batch of unpublished rows from the table (only those older than
-        `grace` when given); return how many were published."""
+        """Publish one batch of due, live rows from the table, in id order (only those
+        older than `grace` or already tried, when `grace` is given); return how many
+        were published or charged a try."""
         t = self._table
+        now = datetime.now(UTC)
         query = (
             sa.select(t.c.id, t.c.event_id, t.c.subject, t.c.payload)
-            .where(t.c.published_at.is_(None))
+            .where(
+                t.c.published_at.is_(None),
+                t.c.dead_at.is_(None),
+                sa.or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= now),
+            )
             .order_by(t.c.id)
             .limit(self._batch)
             .with_for_update(skip_locked=True)
         )
         if grace is not None:
-            query = query.where(t.c.created_at < datetime.now(UTC) - grace)
+            # A row already tried was handed back by the fast path: no race to wait out.
+            query = query.where(sa.or_(t.c.created_at < now - grace, t.c.attempts > 0))
         async with self._engine.begin() as conn:
             rows = (await conn.execute(query)).all()
             if not rows:
                 return 0
-            await publish_in_order(
-                self._js,
-                [(r.subject, r.payload, {"Nats-Msg-Id": str(r.event_id)}) for r in rows],
-            )
-            await conn.execute(
-                t.update()
-                .where(t.c.id.in_([r.id for r in rows]))
-                .values(published_at=datetime.now(UTC))
-            )
-        OUTBOX_PUBLISHED.labels(self._table.schema).inc(len(rows))
+            failed = await self._publish([(str(r.event_id), r.subject, r.payload) for r in rows])
+            done = [r.id for r in rows if str(r.event_id) not in failed]
+            if done:
+                await conn.execute(
+                    t.update().where(t.c.id.in_(done)).values(published_at=datetime.now(UTC))
+                )
+            await self._charge_rows(conn, failed)
+        OUTBOX_PUBLISHED.labels(self._table.schema).inc(len(done))
         return len(rows)
 
     async def count_pending(self) -> int:

@@ -43,6 +43,7 @@ async def serve(
             handle,
             stop,
             ready=consumer_ready,
+            service="timers",
             key=lambda msg: handlers.booking_of(msg.data),
         )
     )

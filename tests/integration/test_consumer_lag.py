@@ -24,7 +24,9 @@ async def test_pending_counts_down_as_batches_are_fetched_and_is_zero_when_caugh
 
     stop = asyncio.Event()
     task = asyncio.create_task(
-        run_pull_consumer(js, "EVENTS", "lag-test", ["user.lagtest"], handle, stop, batch=10)
+        run_pull_consumer(
+            js, "EVENTS", "lag-test", ["user.lagtest"], handle, stop, batch=10, service="test"
+        )
     )
     try:
         await eventually(lambda: asyncio.sleep(0, len(seen) == 30))

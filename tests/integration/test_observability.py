@@ -114,6 +114,9 @@ async def test_the_gateway_observes_the_age_of_a_notification_it_hands_to_socket
         await gateway.close_all()
 
 
+DEAD = "dead letter: message given up, kept on DEAD"
+
+
 async def test_a_consumers_lines_carry_the_event_id_of_the_message_in_hand(nats_url):
     stop = asyncio.Event()
 
@@ -138,16 +141,17 @@ async def test_a_consumers_lines_carry_the_event_id_of_the_message_in_hand(nats_
                     [subjects.BOOKING_CREATED],
                     handler,
                     stop,
+                    service="notifier",
                 )
             )
             try:
-                await eventually(lambda: _logged(lines, "poison message terminated"))
+                await eventually(lambda: _logged(lines, DEAD))
             finally:
                 stop.set()
                 await task
         got = {line["event"]: line for line in lines()}
     assert got["inside the handler"]["event_id"] == good.id
-    assert got["poison message terminated"]["event_id"] == "poison-1"
+    assert got[DEAD]["event_id"] == "poison-1"
     assert {line["service"] for line in got.values()} == {"notifier"}
 
 
