@@ -354,9 +354,16 @@ class Simulation:
     # ----- set-up -----
 
     async def login(self, email: str, password: str) -> str | None:
-        """An access token, or None when the API refuses the credentials."""
-        r = await self.http.post("/api/v1/auth/login", json={"email": email, "password": password})
-        return r.json()["access_token"] if r.status_code == 200 else None
+        """An access token, or None when the API refuses the credentials. A 429 (too many
+        failed logins from this address, docs/security.md) is waited out and retried."""
+        for _ in range(RETRIES):
+            r = await self.http.post(
+                "/api/v1/auth/login", json={"email": email, "password": password}
+            )
+            if r.status_code != 429:
+                return r.json()["access_token"] if r.status_code == 200 else None
+            await asyncio.sleep(min(float(r.headers.get("retry-after", "1")), 60.0))
+        raise ReplayError(f"logins for {email} still refused with 429 after {RETRIES} tries")
 
     async def setup(self) -> None:
         """Owners and their lots (reused when they exist), then the day's drivers with a
@@ -405,25 +412,27 @@ class Simulation:
                 return items
 
     async def _owner(self, code: str) -> tuple[str, str]:
+        # Create first (409 when a run before made it), then log in: a login that fails
+        # because the owner does not exist yet counts against this address's failed-login
+        # allowance, and a city has more car parks than that allowance (docs/security.md).
         email = f"replay-owner-{slug(code)}@parkmate.example"
+        r = await self.call(
+            "POST",
+            "/api/v1/admin/users",
+            self.admin_token,
+            {
+                "email": email,
+                "password": self.o.owner_password,
+                "full_name": f"Car park manager ({code})",
+                "roles": ["owner"],
+            },
+            ok=(201, 409),
+        )
+        if r.status_code not in (201, 409):
+            raise ReplayError(f"cannot create owner {email}: {r.status_code} {r.text[:200]}")
         token = await self.login(email, self.o.owner_password)
         if token is None:
-            r = await self.call(
-                "POST",
-                "/api/v1/admin/users",
-                self.admin_token,
-                {
-                    "email": email,
-                    "password": self.o.owner_password,
-                    "full_name": f"Car park manager ({code})",
-                    "roles": ["owner"],
-                },
-            )
-            if r.status_code != 201:
-                raise ReplayError(f"cannot create owner {email}: {r.status_code} {r.text[:200]}")
-            token = await self.login(email, self.o.owner_password)
-            if token is None:
-                raise ReplayError(f"owner {email} exists with another password (--owner-password)")
+            raise ReplayError(f"owner {email} exists with another password (--owner-password)")
         me = await self.http.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
         return me.json()["id"], token
 
