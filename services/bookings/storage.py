@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.contracts.envelope import CloudEvent
 from services.runtime.outbox import Pending, outbox_table
 from services.runtime.outbox import add_event as outbox_add
-from services.runtime.outbox import add_events as outbox_add_many
 from services.runtime.outbox import add_pending as outbox_add_pending
 
 SCHEMA = "bookings"
@@ -125,11 +124,6 @@ outbox = outbox_table(metadata)
 async def add_event(conn: AsyncConnection, event: CloudEvent) -> None:
     """Write `event` to this schema's outbox in the caller's transaction."""
     await outbox_add(conn, outbox, event)
-
-
-async def add_events(conn: AsyncConnection, events: list[CloudEvent]) -> None:
-    """Write `events` to this schema's outbox, in order, in one round trip."""
-    await outbox_add_many(conn, outbox, events)
 
 
 async def add_pending(conn: AsyncConnection, rows: list[Pending]) -> None:

@@ -107,24 +107,6 @@ async def add_pending(conn: AsyncConnection, table: sa.Table, rows: list[Pending
         await conn.execute(table.insert(), [r._asdict() for r in rows])
 
 
-async def add_events(conn: AsyncConnection, table: sa.Table, events: list[CloudEvent]) -> None:
-    """`add_event` for many events in one round trip (an executemany), in this order."""
-    if not events:
-        return
-    await conn.execute(
-        table.insert(),
-        [
-            {
-                "event_id": e.id,
-                "subject": e.type,
-                "payload": _encoder.encode(e),
-                "created_at": e.time,
-            }
-            for e in events
-        ],
-    )
-
-
 def _headers(event_id: str) -> dict[str, str]:
     return {"Nats-Msg-Id": event_id}
 
