@@ -13,6 +13,14 @@ headers saying where it came from and why (DEAD_* below), logged once, counted i
 redelivered and dead-lettered again; at the last delivery NATS allows it is terminated
 anyway, left where it is in its own stream, and the log line gives its stream sequence.
 
+A consumer's `ack_wait` is short (ACK_WAIT_SECONDS): when a process dies with a batch
+in hand (kill -9, a lost node), the server redelivers that batch to another replica, or
+to the restarted process, within seconds rather than half a minute. A batch that takes
+longer to handle than that is kept by progress acks (`in_progress`, every third of
+`ack_wait`) for each of its messages not yet settled, so a slow batch is not delivered
+twice meanwhile. The config is applied at every start, so an existing durable made
+with another ack wait is updated (docs/failure-modes.md, "Faults").
+
 Two ways to do more than one message at a time, both keeping the order that matters:
 - `key`: messages of a fetched batch with the same key (a booking id, say) are handled
   in order, different keys concurrently, so round trips of independent messages
@@ -53,6 +61,10 @@ DEAD_DELIVERIES = "Parkmate-Dead-Deliveries"
 DEAD_ERROR = "Parkmate-Dead-Error"
 DEAD_MSG_ID = "Parkmate-Dead-Msg-Id"
 
+# Seconds the server waits for an ack before it redelivers a message: the longest a
+# batch held by a dead process stays stuck. Progress acks keep a live one.
+ACK_WAIT_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class _Consumer:
@@ -75,7 +87,7 @@ async def run_pull_consumer(
     handler: Handler,
     stop: asyncio.Event,
     batch: int = 64,
-    ack_wait: float = 30.0,
+    ack_wait: float = ACK_WAIT_SECONDS,
     max_deliver: int = 50,
     ready: asyncio.Event | None = None,
     *,
@@ -92,7 +104,8 @@ async def run_pull_consumer(
     message is handled at most `max_deliver - 1` times (at least 2) before it is a
     dead letter; `service` labels the dead-letter metric and header.
     Stops fetching when `stop` is set and returns after the batch in hand is handled
-    and acked, so a SIGTERM loses nothing (docs/nats.md, the drain trap).
+    and acked, so a SIGTERM loses nothing (docs/nats.md, the drain trap). Messages in
+    hand get a progress ack every `ack_wait / 3` s until they are settled.
     """
     if key is not None and batch_handler is not None:
         raise ValueError("give key or batch_handler, not both")
@@ -130,14 +143,33 @@ async def run_pull_consumer(
             continue
         # Each delivered message says how many were still undelivered behind it.
         pending.set(msgs[-1].metadata.num_pending)
-        if batch_handler is not None and len(msgs) > 1:
-            await _handle_batch(msgs, batch_handler, handler, c)
-        elif key is not None and len(msgs) > 1:
-            await _handle_by_key(msgs, key, handler, c)
-        else:
-            for msg in msgs:
-                await _handle(msg, handler, c)
+        keeper = asyncio.create_task(_keep_in_progress(msgs, ack_wait / 3))
+        try:
+            if batch_handler is not None and len(msgs) > 1:
+                await _handle_batch(msgs, batch_handler, handler, c)
+            elif key is not None and len(msgs) > 1:
+                await _handle_by_key(msgs, key, handler, c)
+            else:
+                for msg in msgs:
+                    await _handle(msg, handler, c)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
     await sub.unsubscribe()
+
+
+async def _keep_in_progress(msgs: list[Msg], every: float) -> None:
+    """Every `every` s, tell the server each message of `msgs` not yet settled is still
+    being worked on, so its ack wait starts again; runs until cancelled."""
+    while True:
+        await asyncio.sleep(every)
+        for msg in msgs:
+            if not msg.is_acked:
+                # NATS away: nothing to do; the server redelivers after ack_wait, and
+                # the handlers are idempotent.
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
 
 
 async def _handle_by_key(
