@@ -6,7 +6,7 @@ import asyncio
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.runtime.consumer import ACK_WAIT_SECONDS, run_pull_consumer
-from tests.support import consumed, eventually
+from tests.support import consumed, eventually, nats_client
 
 
 async def test_an_existing_durable_gets_the_short_ack_wait_at_start(nc):
@@ -79,3 +79,40 @@ async def test_a_batch_slower_than_ack_wait_is_delivered_once(nc):
     finally:
         stop.set()
         await asyncio.gather(*replicas)
+
+
+async def test_a_batch_held_by_a_dead_process_comes_back_within_the_ack_wait(nc, nats_url):
+    """A process fetched a batch and died without a word (kill -9): the server gives the
+    batch to the consumer that runs next after ACK_WAIT_SECONDS, not half a minute."""
+    js = nc.jetstream()
+    stop, ready = asyncio.Event(), asyncio.Event()
+    handled: list[tuple[bytes, int]] = []
+
+    async def handle(msg) -> None:
+        handled.append((msg.data, msg.metadata.num_delivered))
+
+    def consumer() -> asyncio.Task:
+        return asyncio.create_task(
+            run_pull_consumer(
+                js, "EVENTS", "held", ["user.held"], handle, stop, ready=ready, service="t"
+            )
+        )
+
+    first = consumer()  # makes the durable with the service's own config
+    await asyncio.wait_for(ready.wait(), 10)
+    stop.set()
+    await first
+    for i in range(3):
+        await js.publish("user.held", str(i).encode())
+    async with nats_client(nats_url) as doomed:
+        sub = await doomed.jetstream().pull_subscribe_bind("held", "EVENTS")
+        assert len(await sub.fetch(3, timeout=5)) == 3
+        # The connection closes without an ack or a nak: what a killed process leaves.
+    stop.clear()
+    second = consumer()
+    try:
+        await eventually(lambda: len(handled) == 3, timeout=ACK_WAIT_SECONDS + 3)
+        assert sorted(handled) == [(str(i).encode(), 2) for i in range(3)]
+    finally:
+        stop.set()
+        await second
