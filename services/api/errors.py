@@ -13,7 +13,7 @@ from services.api.logins import LoginThrottled
 from services.api.overload import retry_after_seconds
 from services.contracts.errors import DomainError
 from services.contracts.limits import explain
-from services.runtime.db import DISCONNECTED, is_disconnect
+from services.runtime.db import DISCONNECTED, ConnectionLost, is_disconnect
 from services.runtime.micro import RemoteError
 
 log = structlog.get_logger()
@@ -92,6 +92,9 @@ exception_handlers = {
     LoginThrottled: handle_login_throttled,
     RemoteError: handle_service_error,
     DBAPIError: handle_database_error,
+    # PostgreSQL down or restarting: a raw connection's loss, or a connect refused.
+    ConnectionLost: handle_database_error,
+    ConnectionError: handle_database_error,
     ValidationException: handle_validation_error,
 }
 

@@ -9,6 +9,9 @@ running is 409. Answers of 5xx and 429 are not stored, so the client may retry t
 The caller is the token's `sub`, or "anonymous" (register, login).
 Keys are kept for PARKMATE_IDEMPOTENCY_KEY_HOURS (default 24, as Stripe does): a retry
 later than that runs as a new request. `purge_expired` deletes older ones.
+If PostgreSQL goes away between the work and the storing of its answer, the answer
+still goes out (never a 500 for work that was done); the key stays claimed, so a retry
+is told 409 "in progress" until the claim is abandoned (60 s), and then runs again.
 """
 
 import hashlib
@@ -16,11 +19,14 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api import identity
 from services.api.storage import idempotency_keys as table
-from services.runtime.db import raw_connection
+from services.runtime.db import ConnectionLost, raw_connection
+
+log = structlog.get_logger()
 
 MAX_KEY = 255
 # Where the verified (token, claims) of the request wait in the ASGI scope's state.
@@ -179,7 +185,13 @@ class IdempotencyMiddleware:
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     stored = True
-                    await store()
+                    try:
+                        await store()
+                    except ConnectionLost:
+                        # PostgreSQL went away after the work was done: the client still
+                        # gets its true answer, not a 500. A retry with this key meets
+                        # the claim and is told to wait (409) until it is abandoned.
+                        log.warning("idempotency answer not stored: database away", key=key)
                 if start is not None:
                     await send(start)
                     start = None

@@ -74,7 +74,12 @@ async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connectio
     Raises ConnectionLost (after dropping the connection from the pool) when the
     connection was lost; other errors pass through.
     """
-    pooled = await engine.raw_connection()
+    try:
+        pooled = await engine.raw_connection()
+    except Exception as e:
+        if is_disconnect(e):  # PostgreSQL is down or still starting
+            raise ConnectionLost(DISCONNECTED) from e
+        raise
     try:
         yield pooled.driver_connection
     except _LOST as e:
@@ -85,8 +90,20 @@ async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connectio
 
 
 def is_disconnect(exc: BaseException) -> bool:
-    """True when `exc` says the database connection was lost (PostgreSQL restarted or
-    terminated the backend): the operation may succeed when retried on a new one."""
+    """True when `exc` says the database connection was lost or could not be made
+    (PostgreSQL restarted, terminated the backend, is down or still starting): the
+    operation may succeed when retried on a new one."""
     if isinstance(exc, ConnectionLost):
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    # A connection that could not be made at all comes as the driver's or the socket's
+    # own error (SQLAlchemy does not wrap those), or wrapped without the invalidated flag.
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, _LOST):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False

@@ -79,3 +79,35 @@ async def test_a_killed_backend_under_a_raw_connection_is_unavailable_once(
         await server.stop()
         await nc.close()
         await engine.dispose()
+
+
+async def test_postgresql_down_is_unavailable_not_an_internal_error(nats_url):
+    """No server at all (PostgreSQL stopped, or still starting after a restart): the
+    connect fails, which is `unavailable` (503 at the api) like a lost connection."""
+    from services.runtime.db import ConnectionLost, is_disconnect, raw_connection
+    from services.runtime.embedded import free_port
+
+    engine = make_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/gone", pool_size=1)
+    nc = await nats.connect(nats_url)
+
+    async def handle(_: Ping) -> Pong:
+        async with engine.connect() as conn:
+            pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+        return Pong(backend_pid=pid)
+
+    server = MicroServer(
+        nc, "dbdown", "0.0.1", "test", [Endpoint("dbdown.ping", Ping, handle, Pong)]
+    )
+    await server.start()
+    try:
+        with pytest.raises(RemoteError) as down:
+            await call(nc, "dbdown.ping", Ping(), Pong)
+        assert down.value.code == "unavailable", down.value
+        with pytest.raises(ConnectionLost) as raw:
+            async with raw_connection(engine):
+                pass
+        assert is_disconnect(raw.value)
+    finally:
+        await server.stop()
+        await nc.close()
+        await engine.dispose()
