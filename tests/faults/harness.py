@@ -19,6 +19,8 @@ PARKMATE_PROBE_PORT (for /readyz). What the harness does to them:
   returns the exit code.
 - `restart(x, hard=True)`: `kill` (or, `hard=False`, `terminate`), stay down `down` s,
   then a new process with the same name and port, waited ready.
+- `freeze(x)` / `thaw(x)`: SIGSTOP / SIGCONT, a process that stalls holding what it
+  has (its sockets, the messages it fetched).
 - `spawn(service, name=)`: one more process (a replica); `start_service` also waits
   until it is ready.
 - `restart_nats(hard=True)`: kill -9 (or SIGTERM) nats-server, then start it again:
@@ -267,6 +269,21 @@ class Harness:
             inst.proc.wait()
         return inst
 
+    def freeze(self, target: "Instance | str") -> Instance:
+        """SIGSTOP: the process holds what it has (sockets, fetched messages) and does
+        nothing, as a stalled or partitioned process does. `thaw` or `kill` it after."""
+        inst = self._instance(target)
+        assert inst.proc is not None
+        inst.proc.send_signal(signal.SIGSTOP)
+        return inst
+
+    def thaw(self, target: "Instance | str") -> Instance:
+        """SIGCONT a frozen process."""
+        inst = self._instance(target)
+        assert inst.proc is not None
+        inst.proc.send_signal(signal.SIGCONT)
+        return inst
+
     def terminate(self, target: "Instance | str", grace: float = 30.0) -> int:
         """SIGTERM, wait up to `grace` s for the process to drain and exit, else SIGKILL.
         Returns its exit code (negative: the signal that ended it)."""
@@ -424,6 +441,15 @@ class Harness:
         finally:
             await nc.close()
         return Backlog(outbox, consumers)
+
+    async def ack_pending(self, stream: str, durable: str) -> int:
+        """How many messages consumer `durable` of `stream` has delivered and not yet
+        had acknowledged (held by some process right now)."""
+        nc = await nats.connect(self.nats_url, allow_reconnect=False, connect_timeout=2)
+        try:
+            return (await nc.jetstream(timeout=2).consumer_info(stream, durable)).num_ack_pending
+        finally:
+            await nc.close()
 
     async def drained(self, timeout: float = 60.0, interval: float = 0.1) -> float:
         """Wait until `backlog()` is empty (NATS and PostgreSQL being away counts as not

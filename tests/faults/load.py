@@ -29,7 +29,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from services.contracts.envelope import RawCloudEvent
 from services.notifier.domain import facts_of, plan
 from services.runtime.db import make_engine
-from tests.faults.harness import Harness
+from tests.faults.harness import OUTBOXES, Harness
 from tests.support import eventually
 
 PASSWORD = "secret-pw"
@@ -126,6 +126,7 @@ class Traffic:
     sockets: dict[str, ResumingSocket] = field(default_factory=dict)
     creates: list[Attempt] = field(default_factory=list)
     renewals: int = 0
+    answers: Counter = field(default_factory=Counter)  # status, or the error, -> count
     lot_id: str = ""
     slot_ids: list[str] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -216,8 +217,12 @@ class Traffic:
         None when the traffic stopped first."""
         key = str(uuid.uuid4())
         while not self._stop.is_set():
-            with contextlib.suppress(httpx.HTTPError):
+            try:
                 r = await http.post(path, json=body, headers=auth(token) | {"Idempotency-Key": key})
+            except httpx.HTTPError as e:
+                self.answers[type(e).__name__] += 1
+            else:
+                self.answers[r.status_code] += 1
                 if r.status_code < 500:
                     return r
             await self._pause(0.2)
@@ -241,9 +246,12 @@ async def login(http: httpx.AsyncClient, email: str) -> str:
 
 # ----- the truth, and the checks -----
 
+STREAM_SEQ: dict[str, int] = {}
+
 
 async def stream_events(nats_url: str, subject: str = ">") -> list[RawCloudEvent]:
-    """Every event on EVENTS matching `subject`, in stream order (an ephemeral consumer)."""
+    """Every event on EVENTS matching `subject`, in stream order (an ephemeral consumer);
+    `STREAM_SEQ` maps each one's id to its stream sequence."""
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
@@ -262,11 +270,43 @@ async def stream_events(nats_url: str, subject: str = ">") -> list[RawCloudEvent
                 msgs = await sub.fetch(500, timeout=2)
             except (nats.errors.TimeoutError, TimeoutError):
                 return out
-            out += [msgspec.json.decode(m.data, type=RawCloudEvent) for m in msgs]
+            for m in msgs:
+                out.append(msgspec.json.decode(m.data, type=RawCloudEvent))
+                STREAM_SEQ[out[-1].id] = m.metadata.sequence.stream
             if msgs[-1].metadata.num_pending == 0:
                 return out
     finally:
         await nc.close()
+
+
+async def dead_letters(h: Harness) -> list[str]:
+    """Every dead letter: outbox rows given up on, and messages on stream DEAD (each
+    with its headers saying where it came from and why)."""
+    found: list[str] = []
+    engine = make_engine(h.database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            for table in OUTBOXES:
+                rows = await conn.execute(
+                    sa.text(
+                        f"SELECT event_id::text, subject, last_error FROM {table} "
+                        "WHERE dead_at IS NOT NULL"
+                    )
+                )
+                found += [f"{table}: {tuple(r)}" for r in rows]
+    finally:
+        await engine.dispose()
+    nc = await nats.connect(h.nats_url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info("DEAD")
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            with contextlib.suppress(Exception):
+                msg = await js.get_msg("DEAD", seq)
+                found.append(f"DEAD:{seq} {msg.subject} {msg.headers}")
+    finally:
+        await nc.close()
+    return found
 
 
 @dataclass
@@ -305,6 +345,8 @@ async def verify(h: Harness, traffic: Traffic) -> Verdict:
     """Every check of issue 14 point 5, after the traffic stopped and every booking
     ended. Raises AssertionError naming the first broken promise."""
     await h.drained(timeout=60)
+    dead = await dead_letters(h)
+    assert not dead, ("dead letters", dead)
     events = await stream_events(h.nats_url)
     engine = make_engine(h.database_url, pool_size=1)
     try:
@@ -364,7 +406,7 @@ async def verify(h: Harness, traffic: Traffic) -> Verdict:
     stored = Counter((r.event_id, r.user_id) for r in inbox if r.event_id is not None)
     missing = expected - stored
     doubled = {k: n for k, n in stored.items() if n > 1}
-    types = {e.id: (e.type, e.subject, e.time) for e in events}
+    types = {e.id: (e.type, e.subject, e.time, STREAM_SEQ.get(e.id)) for e in events}
     assert not missing, ("notifications missing", [(k, types[k[0]]) for k in list(missing)[:5]])
     assert not doubled, ("notifications doubled", list(doubled)[:5])
     seqs: dict[str, list[int]] = {}

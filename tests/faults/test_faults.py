@@ -52,6 +52,8 @@ async def system(tmp_path_factory) -> AsyncIterator[tuple[Harness, Traffic]]:
 
 async def break_it(h: Harness, what: str) -> Fault:
     """The fault, until what was broken is back (and ready, for a service)."""
+    if what == "bookings":
+        return await kill_holding_timers(h)
     if what == "nats-server":
         return await h.restart_nats(hard=True, down=DOWN)
     if what == "postgres":
@@ -59,9 +61,32 @@ async def break_it(h: Harness, what: str) -> Fault:
     return await h.restart(what, hard=True, down=DOWN)
 
 
+async def kill_holding_timers(h: Harness) -> Fault:
+    """kill -9 bookings while it holds fired timers it has not acknowledged: frozen
+    (SIGSTOP) until the server has handed it some, then killed. The fault starts at the
+    freeze. `extra["held"]`: how many it held."""
+    for _ in range(20):
+        frozen_at = time.monotonic()
+        h.freeze("bookings")
+        # Its last pull request is still open for up to a second: fires due meanwhile
+        # are delivered to it and wait for its ack.
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            held = await h.ack_pending("TIMERS", "bookings-timers")
+            if held:
+                fault = await h.restart("bookings", hard=True, down=DOWN)
+                fault.down_at, fault.extra["held"] = frozen_at, held
+                return fault
+            await asyncio.sleep(0.05)
+        h.thaw("bookings")
+        await asyncio.sleep(0.5)  # on purpose: let it fetch again before the next try
+    raise AssertionError("bookings never held a fired timer when frozen")
+
+
 @pytest.mark.parametrize("what", FAULTS)
 async def test_a_fault_loses_nothing_and_heals(system: tuple[Harness, Traffic], what: str):
     h, traffic = system
+    traffic.answers.clear()
     since = datetime.now(UTC)
     traffic.start()
     try:
@@ -78,13 +103,18 @@ async def test_a_fault_loses_nothing_and_heals(system: tuple[Harness, Traffic], 
     outage = back - fault.down_at
     late_bound = outage + HEAL_BOUND
     worst = verdict.worst_lateness(since)
+    held = f" (holding {fault.extra['held']} fired timers)" if "held" in fault.extra else ""
     print(
-        f"\nFAULT {fault.what}: outage {outage:.1f} s; first booking after "
+        f"\nFAULT {fault.what}{held}: outage {outage:.1f} s; "
+        f"first booking after "
         f"{first - fault.down_at:.1f} s; backlog empty after {drained - fault.down_at:.1f} s "
         f"({drained - back:.1f} s after back); worst expiry lateness "
         f"{worst:.1f} s; bookings {verdict.bookings}, renewals "
-        f"{verdict.renewed}, notifications {verdict.notifications}; "
+        f"{verdict.renewed}, notifications {verdict.notifications}; answers "
+        f"{dict(traffic.answers)}; "
         f"at {time.strftime('%H:%M:%S')}"
     )
     assert worst <= late_bound, ("an expiry too late", worst, late_bound)
+    # Something being down is a 503 (with Retry-After), never a 500.
+    assert 500 not in traffic.answers, traffic.answers
     assert drained - back <= 10.0, ("backlog took too long", drained - back)
