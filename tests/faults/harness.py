@@ -346,6 +346,10 @@ class Harness:
             self.nats.stop()
 
     async def restart_nats(self, hard: bool = True, down: float = 0.0) -> Fault:
+        """Stop nats-server (`stop_nats`), stay down `down` s, start it again. The start
+        runs in the loop's executor so the traffic goes on meanwhile; the server's
+        parent-death signal is tied to that worker thread, which lives as long as the
+        event loop does."""
         fault = Fault(f"{'kill -9' if hard else 'SIGTERM'} nats-server", time.monotonic())
         await asyncio.to_thread(self.stop_nats, hard)
         if down > 0:
@@ -377,6 +381,8 @@ class Harness:
                 proc.wait()
 
     async def restart_postgres(self, hard: bool = False, down: float = 0.0) -> Fault:
+        """Stop PostgreSQL (`stop_postgres`), stay down `down` s, start it again (in the
+        loop's executor, as `restart_nats`)."""
         fault = Fault(f"{'crash' if hard else 'restart'} PostgreSQL", time.monotonic())
         await asyncio.to_thread(self.stop_postgres, hard)
         if down > 0:
