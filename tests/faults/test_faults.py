@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.faults.harness import Fault, Harness
-from tests.faults.load import Traffic, all_ended, verify
+from tests.faults.traffic import Traffic, all_ended, verify
 from tests.support import eventually
 
 pytestmark = pytest.mark.faults
