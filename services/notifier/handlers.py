@@ -9,8 +9,9 @@ stays in step: new notifications with the unread count, `notification_update` an
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import structlog
@@ -25,7 +26,9 @@ from services.contracts.errors import DomainError
 from services.contracts.identity import UserRegisteredData
 from services.contracts.ids import uuid7
 from services.contracts.limits import PAGE_MAX
-from services.notifier import domain, paging, prefs, storage, templates
+from services.notifier import domain, paging, prefs, storage
+from services.notifier.templates import OverridesCache
+from services.runtime.db import raw_connection
 from services.runtime.metrics import NOTIFICATION_LATENCY
 
 log = structlog.get_logger()
@@ -39,11 +42,13 @@ def utcnow() -> datetime:
 
 @dataclass
 class Deps:
-    """What handlers need; `clock` returns an aware datetime (tests fix it)."""
+    """What handlers need; `clock` returns an aware datetime (tests fix it); `overrides`
+    caches the template overrides between batches (one per process)."""
 
     engine: AsyncEngine
     nc: Client
     clock: Callable[[], datetime] = utcnow
+    overrides: OverridesCache = field(default_factory=OverridesCache)
 
 
 _encoder = msgspec.json.Encoder()
@@ -89,13 +94,17 @@ async def on_event(deps: Deps, payload: bytes) -> list[c.Notification]:
 
 async def on_events(deps: Deps, payloads: list[bytes]) -> list[c.Notification]:
     """Store the notifications a batch of events causes in one transaction (idempotent
-    by event id and recipient), rendered with the templates in force now, then publish
+    by event id and recipient), rendered with the templates in force as that transaction
+    sees them, then publish
     each new one on notify.user.<id> with the recipient's unread count at that point.
     Returns the new ones, in event order. Raises msgspec errors on an undecodable event
     (the consumer then handles the batch one event at a time and terminates that one).
 
-    One transaction per batch instead of per event: each round trip to PostgreSQL is a
-    loopback `send`, the most expensive thing this service does (profiled in a replay).
+    One transaction per batch instead of per event, on a raw asyncpg connection, in five
+    round trips (BEGIN; lock the inboxes and read preferences and the templates version;
+    check for already stored rows; insert and advance the inboxes; COMMIT), six when the
+    overrides changed: each round trip to PostgreSQL is a loopback `send`, the most
+    expensive thing this service does (profiled in a replay; benchmarks/notifier_paths.py).
     """
     events = [decode_envelope(p) for p in payloads]
     relevant = [
@@ -103,23 +112,16 @@ async def on_events(deps: Deps, payloads: list[bytes]) -> list[c.Notification]:
     ]
     if not relevant:
         return []
+    planned = _plan(relevant, deps.overrides)
+    if not planned:
+        return []
     now = deps.clock()
-    async with deps.engine.begin() as conn:
-        # Read per batch, not cached: an override saved through any replica applies to
-        # the next batch everywhere, at the cost of one query on a tiny table.
-        overrides: dict[str, dict[tuple[str, str], domain.Template]] = {}
-        for r in await storage.overrides(conn):
-            overrides.setdefault(r.type, {})[(r.type, r.audience)] = domain.Template(
-                r.level, r.priority, r.title, r.body
-            )
-        planned = [
-            (event.id, p)
-            for event, facts in relevant
-            for p in domain.plan(
-                event.type, facts, templates.effective(event.type, overrides.get(event.type, {}))
-            )
-        ]
-        saved = await storage.preferences_of(conn, sorted({p.user_id for _, p in planned}))
+    async with raw_connection(deps.engine) as conn, conn.transaction():
+        locked = await storage.lock_inboxes(conn, [p.user_id for _, p in planned])
+        if locked.templates_version != deps.overrides.version:
+            deps.overrides.load(locked.templates_version, await storage.override_rows(conn))
+            # Overrides change titles and bodies, never recipients: the locks still fit.
+            planned = _plan(relevant, deps.overrides)
         stored = await storage.store_many(
             conn,
             [
@@ -135,12 +137,13 @@ async def on_events(deps: Deps, payloads: list[bytes]) -> list[c.Notification]:
                     data=p.data,
                     created_at=now,
                     silent=not prefs.live_allowed(
-                        saved.get(p.user_id, prefs.DEFAULT), p.type, p.priority, now
+                        locked.preferences.get(p.user_id, prefs.DEFAULT), p.type, p.priority, now
                     ),
                 )
                 for event_id, p in planned
             ],
             now,
+            locked,
         )
     for s in stored:
         await publish(
@@ -154,6 +157,18 @@ async def on_events(deps: Deps, payloads: list[bytes]) -> list[c.Notification]:
             ),
         )
     return [s.notification for s in stored]
+
+
+def _plan(
+    relevant: list[tuple[Any, domain.Facts]], overrides: OverridesCache
+) -> list[tuple[str, domain.Planned]]:
+    """(event id, planned notification) of each recipient of each event, in event
+    order, rendered with the templates in force as of `overrides.version`."""
+    return [
+        (event.id, p)
+        for event, facts in relevant
+        for p in domain.plan(event.type, facts, overrides.effective(event.type))
+    ]
 
 
 async def on_user_event(deps: Deps, payload: bytes) -> None:

@@ -358,6 +358,12 @@ async def test_template_override_applies_to_the_next_event_on_every_replica(
 
     settings = Settings(Common(nats_url, database_url))
     async with running(serve, settings):  # a second replica, started before the change
+        # Both replicas cache the overrides as they are before the change.
+        warm = str(uuid7())
+        for _ in range(4):
+            await publish(nc, event(subjects.BOOKING_CREATED, warm, owner))
+        await eventually(lambda: _last(nc, warm, 4))
+        assert {x.title for x in (await page(nc, warm)).items} == {"Booking confirmed"}
         view = await call(
             nc,
             subjects.NOTIFIER_TEMPLATES_PUT,
@@ -387,6 +393,9 @@ async def test_template_override_applies_to_the_next_event_on_every_replica(
         n.TemplateView,
     )
     assert not reset.overridden and reset.title == "Booking confirmed"
+    await publish(nc, event(subjects.BOOKING_CREATED, driver, owner))
+    await eventually(lambda: _last(nc, driver, 5))
+    assert (await page(nc, driver)).items[0].title == "Booking confirmed"
     with pytest.raises(RemoteError) as e:
         await call(
             nc,
