@@ -8,9 +8,11 @@ real PostgreSQL (as in `benchmarks.bookings_paths`: a new database of `--databas
 else one started with pgserver) and a real nats-server started here, which takes the
 live publishes. Each booking event notifies its driver and the lot's owner, as in a
 replay: `--n` drivers renew one after another, first one event per batch (what the
-consumer hands over when traffic is light), then `--batch` events per batch.
+consumer hands over when traffic is light), then `--batch` events per batch. Before
+them, the drivers' user.registered events are handled in batches of `--batch` (the
+"registrations" row is per registration, not per batch).
 
-Prints, per path and per batch: statements, BEGIN and COMMIT/ROLLBACK, their sum
+Prints, per path and per batch (per call): statements, BEGIN and COMMIT/ROLLBACK, their sum
 (round trips), and this process's CPU milliseconds (`time.process_time`, the handler's
 Python side including its publishes; PostgreSQL's and nats-server's own CPU are not in
 it). Round trips are exact; CPU is from one noisy run. Asserts nothing.
@@ -30,6 +32,7 @@ from benchmarks.bookings_paths import Cost, Counting, with_database
 from services.contracts import subjects
 from services.contracts.bookings import BookingEventData, Money
 from services.contracts.envelope import new_event
+from services.contracts.identity import UserRegisteredData
 from services.contracts.ids import uuid7
 from services.notifier import handlers
 from services.runtime import embedded
@@ -61,6 +64,14 @@ def renewed(driver: str, owner: str, booking_id: str, version: int) -> bytes:
     return msgspec.json.encode(new_event(subjects.BOOKING_RENEWED, "bench", data, booking_id))
 
 
+def registered(user_id: str) -> bytes:
+    """A user.registered event of a driver (JSON bytes)."""
+    data = UserRegisteredData(
+        user_id=user_id, email=f"{user_id}@example.com", full_name="Bench", roles=["driver"]
+    )
+    return msgspec.json.encode(new_event(subjects.USER_REGISTERED, "bench", data, user_id))
+
+
 async def run(database_url: str, nats_url: str, n: int, batch: int) -> dict[str, dict]:
     engine = make_engine(database_url, pool_size=4)
     counting = Counting(engine)
@@ -68,7 +79,15 @@ async def run(database_url: str, nats_url: str, n: int, batch: int) -> dict[str,
     deps = handlers.Deps(engine=engine, nc=nc)
     owner = str(uuid7())
     drivers = [(str(uuid7()), str(uuid7())) for _ in range(n)]
-    costs = {"1 per batch": Cost(), f"{batch} per batch": Cost()}
+    costs = {"1 per batch": Cost(), f"{batch} per batch": Cost(), "registrations": Cost()}
+
+    for start in range(0, n, batch):  # user.registered, as the users consumer fetches it
+        part = [registered(d) for d, _ in drivers[start : start + batch]]
+
+        async def register(part=part):
+            await handlers.on_user_events(deps, part)
+
+        await counting.measure(costs["registrations"], len(part), register)
 
     # Warm-up (prepared statements, compiled cache, every inbox made): not counted.
     for driver, booking in drivers:

@@ -111,6 +111,10 @@ async def serve(
     async def handle_user(msg: Msg) -> None:
         await handlers.on_user_event(deps, msg.data)
 
+    async def handle_users(msgs: list[Msg]) -> list[None]:
+        await handlers.on_user_events(deps, [m.data for m in msgs])
+        return [None] * len(msgs)
+
     server = MicroServer(
         nc,
         subjects.NOTIFIER_SERVICE,
@@ -146,6 +150,7 @@ async def serve(
                 stop,
                 ready=users_ready,
                 service="notifier",
+                batch_handler=handle_users,
             ),
             name="notifier-users",
         ),

@@ -172,13 +172,26 @@ def _plan(
 
 
 async def on_user_event(deps: Deps, payload: bytes) -> None:
-    """Remember a registered user and their roles (audiences of alerts, announcements)."""
-    event = decode_envelope(payload)
-    if event.type != subjects.USER_REGISTERED:
-        return
-    data = msgspec.json.decode(event.data, type=UserRegisteredData)
-    async with deps.engine.begin() as conn:
-        await storage.upsert_user(conn, data.user_id, data.roles, event.time)
+    """`on_user_events` for one event."""
+    await on_user_events(deps, [payload])
+
+
+async def on_user_events(deps: Deps, payloads: list[bytes]) -> None:
+    """Remember registered users and their roles (audiences of alerts and
+    announcements): a fetched batch in one statement, a user named twice taking the
+    roles of the later event. Raises msgspec errors on an undecodable event (the
+    consumer then handles the batch one event at a time)."""
+    registered: dict[str, tuple[list[str], datetime]] = {}
+    for payload in payloads:
+        event = decode_envelope(payload)
+        if event.type != subjects.USER_REGISTERED:
+            continue
+        data = msgspec.json.decode(event.data, type=UserRegisteredData)
+        first = registered.get(data.user_id)
+        registered[data.user_id] = (data.roles, first[1] if first else event.time)
+    if registered:
+        async with raw_connection(deps.engine) as conn:
+            await storage.upsert_users(conn, registered)
 
 
 # ----- inbox -----

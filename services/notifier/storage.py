@@ -619,11 +619,26 @@ async def delete_override(conn: AsyncConnection, type_: str, audience: str) -> N
 # ----- users and admin sends -----
 
 
-async def upsert_user(conn: AsyncConnection, user_id: str, roles: list[str], at: datetime) -> None:
+_UPSERT_USERS = """
+    INSERT INTO notifier.users AS x (user_id, roles, registered_at)
+    SELECT u, ARRAY(SELECT jsonb_array_elements_text(r::jsonb)), t
+    FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS v(u, r, t)
+    ON CONFLICT (user_id) DO UPDATE SET roles = excluded.roles
+"""
+
+
+async def upsert_users(
+    conn: asyncpg.Connection, registered: dict[str, tuple[list[str], datetime]]
+) -> None:
+    """Remember users and their roles in one statement: `registered` maps a user id to
+    (roles, registered at). A user already known keeps their first registered_at and
+    takes the roles given."""
+    ids = list(registered)
     await conn.execute(
-        pg_insert(users)
-        .values(user_id=user_id, roles=roles, registered_at=at)
-        .on_conflict_do_update(index_elements=[users.c.user_id], set_={"roles": roles})
+        _UPSERT_USERS,
+        ids,
+        [_json.encode(registered[u][0]).decode() for u in ids],
+        [registered[u][1] for u in ids],
     )
 
 
