@@ -9,8 +9,10 @@ else one started with pgserver) and a real nats-server started here, which takes
 live publishes. Each booking event notifies its driver and the lot's owner, as in a
 replay: `--n` drivers renew one after another, first one event per batch (what the
 consumer hands over when traffic is light), then `--batch` events per batch. Before
-them, the drivers' user.registered events are handled in batches of `--batch` (the
-"registrations" row is per registration, not per batch).
+them, the drivers' user.registered events are handled in batches of `--batch`; after
+them, each driver acks a notification, one request each and then in batches of
+`--batch`. The "registrations" and "ack" rows are per registration or ack, not per
+batch.
 
 Prints, per path and per batch (per call): statements, BEGIN and COMMIT/ROLLBACK, their sum
 (round trips), and this process's CPU milliseconds (`time.process_time`, the handler's
@@ -29,6 +31,7 @@ import msgspec
 import nats
 
 from benchmarks.bookings_paths import Cost, Counting, with_database
+from services.contracts import notifier as c
 from services.contracts import subjects
 from services.contracts.bookings import BookingEventData, Money
 from services.contracts.envelope import new_event
@@ -106,6 +109,23 @@ async def run(database_url: str, nats_url: str, n: int, batch: int) -> dict[str,
             await handlers.on_events(deps, payloads)
 
         await counting.measure(costs[f"{batch} per batch"], 1, many)
+    # Acks of every driver's last notification: one per request (notifier.inbox.ack),
+    # then as the api gathers them (notifier.inbox.ack_batch).
+    costs["ack, one each"] = Cost()
+    costs["ack, batched"] = Cost()
+    for driver, _ in drivers:
+
+        async def ack(driver=driver):
+            await handlers.ack(deps, c.AckRequest(user_id=driver, seq=2))
+
+        await counting.measure(costs["ack, one each"], 1, ack)
+    for start in range(0, n, batch):
+        part = [c.AckRequest(user_id=d, seq=3) for d, _ in drivers[start : start + batch]]
+
+        async def acks(part=part):
+            await handlers.ack_batch(deps, c.AckBatch(items=part))
+
+        await counting.measure(costs["ack, batched"], len(part), acks)
     await nc.drain()
     await engine.dispose()
     return {name: cost.row() for name, cost in costs.items()}

@@ -198,6 +198,19 @@ class AckRequest(msgspec.Struct):
     seq: Seq
 
 
+class AckBatch(msgspec.Struct):
+    """Acks of many sockets, gathered by an api gateway for a few milliseconds (at most
+    1,000): record `delivered_at` of each (user_id, seq), as `AckRequest` does."""
+
+    items: list[AckRequest]
+
+
+class AckBatchResult(msgspec.Struct):
+    """`missing`: indexes into the request's `items` whose user has no such seq."""
+
+    missing: list[int]
+
+
 class Changed(msgspec.Struct):
     """How many notifications an action changed, and the unread count after it."""
 

@@ -55,6 +55,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         ep(subjects.NOTIFIER_INBOX_DELETE, n.NotificationRef, h.delete),
         ep(subjects.NOTIFIER_INBOX_CLEAR_READ, n.UserRef, h.clear_read),
         ep(subjects.NOTIFIER_INBOX_ACK, n.AckRequest, h.ack),
+        ep(subjects.NOTIFIER_INBOX_ACK_BATCH, n.AckBatch, h.ack_batch),
         ep(subjects.NOTIFIER_INBOX_SUMMARIES, n.InboxSummariesRequest, h.inbox_summaries),
         ep(subjects.NOTIFIER_PREFS_GET, n.PreferencesRequest, h.get_preferences),
         ep(subjects.NOTIFIER_PREFS_PUT, n.PutPreferences, h.put_preferences),

@@ -34,6 +34,7 @@ from services.runtime.metrics import NOTIFICATION_LATENCY
 log = structlog.get_logger()
 _latency = NOTIFICATION_LATENCY.labels("notifier")
 ROLES = ("driver", "owner", "employee", "admin")
+ACK_BATCH_MAX = 1000  # acks per notifier.inbox.ack_batch request
 
 
 def utcnow() -> datetime:
@@ -345,6 +346,25 @@ async def ack(deps: Deps, req: c.AckRequest) -> c.Acked:
     if delivered_at is None:
         raise DomainError("not_found", f"No notification with seq {req.seq} in your inbox.")
     return c.Acked(seq=req.seq, delivered_at=delivered_at)
+
+
+async def ack_batch(deps: Deps, req: c.AckBatch) -> c.AckBatchResult:
+    """`ack` for many (user, seq) pairs in one statement; the indexes of those with no
+    such notification (or no valid user id) come back as `missing`."""
+    if len(req.items) > ACK_BATCH_MAX:
+        raise DomainError("invalid", f"At most {ACK_BATCH_MAX} acks per request.")
+    valid = [(k, _uuid_or_none(i.user_id), i.seq) for k, i in enumerate(req.items)]
+    pairs = [(u, q) for _, u, q in valid if u is not None]
+    async with raw_connection(deps.engine) as conn:
+        found = await storage.ack_batch(conn, pairs, deps.clock())
+    return c.AckBatchResult(missing=[k for k, u, q in valid if (u, q) not in found])
+
+
+def _uuid_or_none(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        return None
 
 
 # ----- preferences -----

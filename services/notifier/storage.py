@@ -443,6 +443,25 @@ async def ack(conn: AsyncConnection, user_id: str, seq: int, now: datetime) -> d
     ).scalar()
 
 
+_ACK_BATCH = """
+    UPDATE notifier.notifications AS n SET delivered_at = coalesce(n.delivered_at, $3)
+    FROM unnest($1::uuid[], $2::bigint[]) AS k(user_id, seq)
+    WHERE n.user_id = k.user_id AND n.seq = k.seq
+    RETURNING n.user_id::text, n.seq
+"""
+
+
+async def ack_batch(
+    conn: asyncpg.Connection, acks: list[tuple[str, int]], now: datetime
+) -> set[tuple[str, int]]:
+    """Record delivered_at = `now` (first delivery only) of each (user_id, seq) in one
+    autocommit statement; returns the pairs that exist."""
+    if not acks:
+        return set()
+    rows = await conn.fetch(_ACK_BATCH, [u for u, _ in acks], [q for _, q in acks], now)
+    return {(r[0], r[1]) for r in rows}
+
+
 # ----- reads -----
 
 

@@ -242,6 +242,32 @@ async def test_ack_records_delivered_at(nc, notifier, clock):
     assert e.value.code == "not_found"
 
 
+async def test_a_batch_of_acks_records_each_and_names_the_missing(nc, notifier, clock):
+    ann, bob = await register(nc), await register(nc)
+    await known(nc, [ann, bob])
+    for _ in range(2):
+        await send(nc, audience=n.Audience(user_ids=[ann, bob]))
+    first = clock.now
+    await call(nc, subjects.NOTIFIER_INBOX_ACK, n.AckRequest(ann, 1), n.Acked)
+    clock.now += timedelta(minutes=1)
+    items = [
+        n.AckRequest(ann, 1),  # acked before: keeps its first time
+        n.AckRequest(ann, 2),
+        n.AckRequest(ann, 2),  # twice in one batch
+        n.AckRequest(bob, 1),
+        n.AckRequest(bob, 3),  # no such seq
+        n.AckRequest("not-a-uuid", 1),
+    ]
+    result = await call(
+        nc, subjects.NOTIFIER_INBOX_ACK_BATCH, n.AckBatch(items=items), n.AckBatchResult
+    )
+    assert result.missing == [4, 5]
+    delivered = {x.seq: x.delivered_at for x in (await page(nc, ann)).items}
+    assert delivered == {1: first, 2: clock.now}
+    delivered = {x.seq: x.delivered_at for x in (await page(nc, bob)).items}
+    assert delivered == {1: clock.now, 2: None}
+
+
 async def put_prefs(nc, user, **kw) -> n.Preferences:
     return await call(
         nc,
