@@ -8,12 +8,13 @@ from litestar import Request, Response
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.api.logins import LoginThrottled
 from services.api.overload import retry_after_seconds
 from services.contracts.errors import DomainError
 from services.contracts.limits import explain
-from services.runtime.db import DISCONNECTED, is_disconnect
+from services.runtime.db import DISCONNECTED, ConnectionLost, is_disconnect
 from services.runtime.micro import RemoteError
 
 log = structlog.get_logger()
@@ -65,6 +66,18 @@ def handle_database_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "Internal error.")
 
 
+def handle_connection_lost(request: Request, exc: Exception) -> Response:
+    """A raw connection's lost database (runtime/db.py) is 503, as a pooled one's is."""
+    return unavailable(request, DISCONNECTED)
+
+
+def handle_pool_timeout(request: Request, exc: Exception) -> Response:
+    """No database connection came free in time (every pooled one busy): 503, since the
+    api is overloaded rather than broken, and a retry after Retry-After can work."""
+    log.warning("database pool exhausted")
+    return unavailable(request, "The server is busy; retry after the Retry-After seconds.")
+
+
 def handle_login_throttled(_: Request, exc: Exception) -> Response:
     """429 with Retry-After (whole seconds) and a detail saying when to try again."""
     assert isinstance(exc, LoginThrottled)
@@ -92,6 +105,8 @@ exception_handlers = {
     LoginThrottled: handle_login_throttled,
     RemoteError: handle_service_error,
     DBAPIError: handle_database_error,
+    ConnectionLost: handle_connection_lost,
+    PoolTimeout: handle_pool_timeout,
     ValidationException: handle_validation_error,
 }
 
