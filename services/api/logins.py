@@ -54,6 +54,9 @@ class Logins:
 
     def __post_init__(self) -> None:
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Made now rather than by the first login for an unknown email, which would
+        # otherwise take twice the work of any other.
+        identity.dummy_hash()
 
     async def login(self, email: str, password: str, address: str) -> Token:
         """A token for the right email and password. Raises LoginThrottled when the
@@ -82,10 +85,12 @@ class Logins:
                 conn, {key: datetime.fromtimestamp(tat, UTC) for key, tat in decision.items()}
             )
             row = await storage.user_by_email(conn, email)
-        ok = row is not None and await asyncio.to_thread(
-            identity.verify_password, row.password_hash, password
+        # An unknown email is verified too (against a dummy hash): the same work as a
+        # wrong password, so the answer's timing does not reveal which emails exist.
+        ok = await asyncio.to_thread(
+            identity.verify_password, row.password_hash if row else None, password
         )
-        if not ok:
+        if not ok or row is None:
             raise DomainError("unauthorized", "Wrong email or password.")
         async with self._autocommit.connect() as conn:
             await storage.refund_login_keys(

@@ -12,6 +12,7 @@ import jwt
 import pytest
 import sqlalchemy as sa
 import websockets
+from argon2 import PasswordHasher, extract_parameters
 
 from services.api import identity, logins, storage
 from services.api.config import Settings as ApiSettings
@@ -138,6 +139,64 @@ async def test_the_allowance_comes_back_and_a_429_is_never_replayed(nats_url, da
         # Retrying with the same Idempotency-Key runs the login again once allowed.
         again = await eventually(allowed, timeout=10, interval=0.2)
         assert again.status_code == 200 and "idempotent-replayed" not in again.headers
+
+
+class CountingHasher(PasswordHasher):
+    """The real argon2 hasher, recording the hash each `verify` worked against (so a
+    test compares the argon2 work of two logins, not their wall time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verified: list[str] = []
+
+    def verify(self, hash, password) -> bool:
+        self.verified.append(hash if isinstance(hash, str) else hash.decode())
+        return super().verify(hash, password)
+
+
+async def test_an_unknown_email_costs_the_same_argon2_work_as_a_wrong_password(
+    nats_url, database_url, monkeypatch
+):
+    hasher = CountingHasher()
+    monkeypatch.setattr(identity, "_hasher", hasher)
+    async with api(nats_url, database_url) as http:
+        await register(http, "ann@example.com")
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            async with engine.connect() as conn:
+                real = (
+                    await conn.execute(
+                        sa.select(storage.users.c.password_hash).where(
+                            storage.users.c.email == "ann@example.com"
+                        )
+                    )
+                ).scalar_one()
+        finally:
+            await engine.dispose()
+        work = {}
+        for email in ("ann@example.com", "nobody@example.com"):
+            hasher.verified.clear()
+            r = await login(http, email, "wrong-pw")
+            assert r.status_code == 401 and r.json()["detail"] == "Wrong email or password."
+            work[email] = [extract_parameters(h) for h in hasher.verified]
+        # One verify each, with the same argon2 parameters (memory, time, parallelism).
+        assert work["ann@example.com"] == [extract_parameters(real)]
+        assert work["nobody@example.com"] == work["ann@example.com"]
+        # An account made in bulk without a password is no faster to probe either.
+        admin = auth_headers(identity.issue_token(identity.Keyring.of(SECRET), "a", ["admin"], 60))
+        r = await http.post(
+            "/admin/users/bulk",
+            headers=admin,
+            json={"users": [{"email": "bulk@example.com", "full_name": "B"}]},
+        )
+        assert r.status_code == 201, r.text
+        hasher.verified.clear()
+        assert (await login(http, "bulk@example.com", "any-password")).status_code == 401
+        assert [extract_parameters(h) for h in hasher.verified] == work["ann@example.com"]
+
+
+def auth_headers(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_purge_drops_throttling_rows_that_limit_nothing(database_url):
