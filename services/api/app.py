@@ -15,7 +15,7 @@ from services.api.config import Settings
 from services.api.errors import exception_handlers
 from services.api.gateway import Gateway
 from services.api.idempotency import IdempotencyMiddleware
-from services.api.logins import Logins
+from services.api.logins import Logins, Registrations
 from services.api.overload import OverloadMiddleware, Slots
 from services.api.routes import admin_bulk, bookings, lots, notifications, users, vehicles
 from services.api.routes.common import strict_input
@@ -63,6 +63,7 @@ def create_app(
             "lot_topics": LotTopics(nc),
             "identity": Identity(engine, on_identity_commit),
             "logins": Logins(engine, settings.keys, settings.token_seconds, settings.login_limits),
+            "registrations": Registrations(engine, settings.register_limit),
         }
     )
     api = Router(

@@ -141,6 +141,39 @@ async def test_the_allowance_comes_back_and_a_429_is_never_replayed(nats_url, da
         assert again.status_code == 200 and "idempotent-replayed" not in again.headers
 
 
+async def test_registrations_from_one_address_are_limited(nats_url, database_url):
+    limits = {"register_address_attempts": 3, "register_address_window_seconds": 60}
+    async with api(nats_url, database_url, **limits) as http:
+
+        async def register_from(address: str, email: str) -> httpx.Response:
+            return await http.post(
+                "/auth/register",
+                json={"email": email, "password": PASSWORD, "full_name": "X"},
+                headers={"X-Forwarded-For": address},
+            )
+
+        assert (await register_from("198.51.100.1", "a1@example.com")).status_code == 201
+        assert (await register_from("198.51.100.1", "a2@example.com")).status_code == 201
+        # An email already taken counts too: registering is a way to probe emails.
+        assert (await register_from("198.51.100.1", "a1@example.com")).status_code == 409
+        refused = await register_from("198.51.100.1", "a3@example.com")
+        assert refused.status_code == 429, refused.text
+        # 60 s / 3: the first attempt's share is back 20 s after it was made.
+        wait = int(refused.headers["retry-after"])
+        assert 15 <= wait <= 20
+        assert refused.json()["detail"] == (
+            f"Too many registrations from your address; try again in {wait} s."
+        )
+        # Nothing was created for it, and another address is not affected.
+        assert (await login(http, "a3@example.com", PASSWORD)).status_code == 401
+        assert (await register_from("203.0.113.9", "a3@example.com")).status_code == 201
+        # Concurrent attempts cannot slip past: 3 of 8 from a fresh address get through.
+        answers = await asyncio.gather(
+            *(register_from("192.0.2.50", f"c{i}@example.com") for i in range(8))
+        )
+        assert sorted(r.status_code for r in answers) == [201] * 3 + [429] * 5
+
+
 class CountingHasher(PasswordHasher):
     """The real argon2 hasher, recording the hash each `verify` worked against (so a
     test compares the argon2 work of two logins, not their wall time)."""
