@@ -11,6 +11,7 @@ from nats.aio.client import Client
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.api import requestids
 from services.api.config import Settings
 from services.api.errors import exception_handlers
 from services.api.gateway import Gateway
@@ -78,6 +79,9 @@ def create_app(
         ],
         security=[{"bearer": []}],
         before_request=strict_input,
+        # Documentation only: services/api/requestids.py reads and echoes the header.
+        parameters={"x_request_id": requestids.REQUEST_PARAMETER},
+        response_headers=[requestids.RESPONSE_HEADER],
     )
     return Litestar(
         route_handlers=[api, healthz, readyz, metrics, *web_routes(settings)],
