@@ -51,6 +51,13 @@ def timer_fired_subject(booking_id: str, kind: TimerKind) -> str:
     return f"timers.fired.booking.{kind}.{booking_id}"
 
 
+# Durable consumers; each one's dead letters go to dead.<durable>.
+DURABLE_BOOKINGS_TIMERS = "bookings-timers"  # bookings, fired timers on TIMERS
+DURABLE_TIMERS = "timers"  # timers, booking events on EVENTS
+DURABLE_NOTIFIER = "notifier"  # notifier, every event on EVENTS
+DURABLE_NOTIFIER_USERS = "notifier-users"  # notifier, user.registered on EVENTS
+DURABLES = (DURABLE_BOOKINGS_TIMERS, DURABLE_TIMERS, DURABLE_NOTIFIER, DURABLE_NOTIFIER_USERS)
+
 # Dead letters: consumer messages that could not be handled (docs/failure-modes.md).
 DEAD_STREAM = "DEAD"
 DEAD_SUBJECTS = ["dead.>"]

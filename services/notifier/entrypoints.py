@@ -32,7 +32,7 @@ from services.runtime.startup import Stopping
 
 VERSION = "0.2.0"
 _encoder = msgspec.json.Encoder()
-USERS_DURABLE = "notifier-users"
+USERS_DURABLE = subjects.DURABLE_NOTIFIER_USERS
 
 
 def endpoints(deps: Deps) -> list[Endpoint]:
@@ -129,7 +129,7 @@ async def serve(
             run_pull_consumer(
                 js,
                 subjects.EVENTS_STREAM,
-                "notifier",
+                subjects.DURABLE_NOTIFIER,
                 subjects.EVENTS_SUBJECTS,
                 handle,
                 stop,

@@ -26,7 +26,7 @@ from services.contracts.errors import DomainError
 from services.contracts.identity import UserRegisteredData
 from services.contracts.ids import uuid7
 from services.contracts.limits import PAGE_MAX
-from services.notifier import domain, paging, prefs, storage
+from services.notifier import domain, paging, prefs, servable, storage
 from services.notifier.templates import OverridesCache
 from services.runtime.db import raw_connection
 from services.runtime.metrics import NOTIFICATION_LATENCY
@@ -60,13 +60,61 @@ def known_types() -> set[str]:
     return set(domain.EVENT_TYPES) | set(c.ADMIN_TYPES)
 
 
+# Ids of notifications this process already logged as served cut, so a bad row read
+# again (every listing, every resume) is not logged again; bounded, oldest forgotten.
+_LOGGED_MAX = 10_000
+_logged: dict[str, None] = {}
+
+
+def served(item: c.Notification) -> c.Notification:
+    """`item` in a form every reader can take (servable.servable): a row stored before
+    the limits existed, or written straight into the table, comes cut and flagged
+    `truncated`, at its seq, instead of failing the whole listing, resume or gap fill.
+    Such a row is logged once per process, with its id and what was cut."""
+    safe, changed = servable.servable(item)
+    if changed and safe.id not in _logged:
+        _logged[safe.id] = None
+        if len(_logged) > _LOGGED_MAX:
+            del _logged[next(iter(_logged))]
+        log.warning(
+            "notification served cut to the limits",
+            notification_id=safe.id,
+            seq=safe.seq,
+            fields=changed,
+        )
+    return safe
+
+
+def _served_all(items: list[c.Notification]) -> list[c.Notification]:
+    return [served(i) for i in items]
+
+
 async def publish(deps: Deps, user_id: str, *messages: c.Live) -> None:
     """Send live messages to every socket of `user_id` (core NATS, after the commit);
     each new notification's age (`deps.clock()` minus its created_at, seconds) goes to
-    parkmate_notification_latency_seconds{stage="notifier"}."""
+    parkmate_notification_latency_seconds{stage="notifier"}.
+
+    A message that cannot be published (larger than the server's max payload, or the
+    connection is closing) is logged with its notification id and skipped, and the
+    others still go: the notification is committed, so the gateway fills the missing
+    seq from the inbox when the next one arrives, or at its next catch-up. Raising here
+    instead would only make the consumer redeliver an event whose notifications are
+    already stored, and the messages after this one would never be published."""
     subject = subjects.notify_user_subject(user_id)
     for message in messages:
-        await deps.nc.publish(subject, _encoder.encode(message))
+        try:
+            await deps.nc.publish(subject, _encoder.encode(message))
+        except Exception as e:
+            notification = getattr(message, "notification", None)
+            log.error(
+                "live message not published; the gateway fills it from the inbox",
+                user_id=user_id,
+                notification_id=getattr(notification, "id", None),
+                seq=getattr(notification, "seq", None),
+                message_type=type(message).__name__,
+                error=repr(e)[:200],
+            )
+            continue
         if isinstance(message, c.LiveNotification):
             age = deps.clock() - message.notification.created_at
             _latency.observe(max(0.0, age.total_seconds()))
@@ -96,8 +144,8 @@ async def on_event(deps: Deps, payload: bytes) -> list[c.Notification]:
 async def on_events(deps: Deps, payloads: list[bytes]) -> list[c.Notification]:
     """Store the notifications a batch of events causes in one transaction (idempotent
     by event id and recipient), rendered with the templates in force as that transaction
-    sees them, then publish
-    each new one on notify.user.<id> with the recipient's unread count at that point.
+    sees them, then publish each new one on notify.user.<id> with the recipient's
+    unread count at that point.
     Returns the new ones, in event order. Raises msgspec errors on an undecodable event
     (the consumer then handles the batch one event at a time and terminates that one).
 
@@ -151,13 +199,13 @@ async def on_events(deps: Deps, payloads: list[bytes]) -> list[c.Notification]:
             deps,
             s.user_id,
             c.LiveNotification(
-                notification=s.notification,
+                notification=served(s.notification),
                 push=not s.notification.silent,
                 unread_count=s.unread_count,
                 version=s.version,
             ),
         )
-    return [s.notification for s in stored]
+    return [served(s.notification) for s in stored]
 
 
 def _plan(
@@ -214,6 +262,7 @@ async def inbox_after(deps: Deps, req: c.InboxAfterRequest) -> c.NotificationLis
             deps.clock(),
             req.up_to_seq,
         )
+    items = _served_all(items)
     kept = paging.fitting(items)
     return c.NotificationList(items=items[:kept], more=kept < len(items))
 
@@ -252,6 +301,7 @@ async def inbox_query(deps: Deps, req: c.InboxQuery) -> c.NotificationPage:
             limit=req.limit + 1,
             now=deps.clock(),
         )
+    items = _served_all(items)
     kept = min(req.limit, paging.fitting(items[: req.limit]))
     more = len(items) > kept
     items = items[:kept]
@@ -281,7 +331,7 @@ async def mark_read(deps: Deps, req: c.NotificationRef) -> c.Notification:
             c.LiveUpdate(id=id_, read_at=row.read_at),
             c.LiveUnreadCount(count=count, version=version),
         )
-    return storage.to_notification(row)
+    return served(storage.to_notification(row))
 
 
 async def mark_all_read(deps: Deps, req: c.UserRef) -> c.Changed:
