@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -244,6 +245,22 @@ async def test_a_restored_backup_fires_every_pending_timer_once_and_never_early(
     assert all(code == 0 for code in codes.values()), codes
 
 
-async def _count(events, kind: str, expected: int) -> bool:
-    """True once `events` (an awaitable of timer_events) holds `expected` of `kind`."""
-    return sum(1 for k, _, _ in await events if k == kind) >= expected
+@dataclass(frozen=True)
+class Seen:
+    """How many events of `kind` are on EVENTS: true once `expected` are; shown as
+    "7 of 9 booking.expired" when a wait gives up."""
+
+    kind: str
+    count: int
+    expected: int
+
+    def __bool__(self) -> bool:
+        return self.count >= self.expected
+
+    def __repr__(self) -> str:
+        return f"{self.count} of {self.expected} {self.kind}"
+
+
+async def _count(events, kind: str, expected: int) -> Seen:
+    """`Seen` of `kind` in `events` (an awaitable of timer_events)."""
+    return Seen(kind, sum(1 for k, _, _ in await events if k == kind), expected)
