@@ -176,6 +176,14 @@ def _new_folder(dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
 
 
+def _empty_folder(folder: Path) -> None:
+    for child in folder.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def _create_data_file(folder: Path) -> BinaryIO:
     folder.mkdir(parents=True, exist_ok=True)
     return open(folder / DATA_FILE, "wb")
@@ -310,11 +318,15 @@ async def backup(nc: Client, database_url: str, dest: Path, pg_bin: str | None =
     """Take a backup into `dest` (created; must be empty or absent): PostgreSQL first,
     then EVENTS, TIMERS and DEAD. Raises BackupError."""
     _new_folder(dest)
-    await asyncio.to_thread(dump_postgres, database_url, dest / PG_DUMP_FILE, pg_bin)
     counts = {}
-    for stream in STREAMS:
-        state = await snapshot_stream(nc, stream, dest / "jetstream" / stream)
-        counts[stream] = int(state.get("messages", 0))
+    try:
+        await asyncio.to_thread(dump_postgres, database_url, dest / PG_DUMP_FILE, pg_bin)
+        for stream in STREAMS:
+            state = await snapshot_stream(nc, stream, dest / "jetstream" / stream)
+            counts[stream] = int(state.get("messages", 0))
+    except BaseException:
+        _empty_folder(dest)  # a half backup must not pass for one; the folder was empty
+        raise
     manifest = Manifest(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         version=VERSION,

@@ -248,14 +248,32 @@ async def _one_shot_nats(name: str):
     credential and TLS settings: it neither reconnects forever nor logs its close."""
     import nats
 
-    from services.runtime.config import NatsAuth, SettingError, env, parse_nats_url
+    from services.runtime.config import NatsAuth, SettingError, env, parse_nats_url, redact
     from services.runtime.natsconn import auth_options
 
     try:
         nats_url, auth = parse_nats_url("NATS_URL", env("NATS_URL")), NatsAuth.from_env()
     except SettingError as e:
         raise click.ClickException(str(e)) from None
-    return await nats.connect(nats_url, name=name, connect_timeout=5, **auth_options(auth))
+    errors: list[Exception] = []
+
+    async def keep(error: Exception) -> None:  # instead of the library's traceback
+        errors.append(error)
+
+    try:
+        return await nats.connect(
+            nats_url,
+            name=name,
+            connect_timeout=5,
+            max_reconnect_attempts=2,
+            error_cb=keep,
+            **auth_options(auth),
+        )
+    except (nats.errors.Error, OSError, TimeoutError) as e:
+        why = errors[-1] if errors else e
+        raise click.ClickException(
+            f"cannot reach NATS at {redact(nats_url)} ({why}); check PARKMATE_NATS_URL"
+        ) from None
 
 
 async def _with_stores(work):

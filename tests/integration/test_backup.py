@@ -60,6 +60,10 @@ async def test_a_backup_restores_into_an_empty_database_and_refuses_existing_str
             (tmp_path / "full" / "x").write_text("x")
             await backup.backup(nc, database_url, tmp_path / "full")
 
+        with pytest.raises(backup.BackupError, match="pg_dump failed"):
+            await backup.backup(nc, _with_db(pg_admin_url, "no_such_db"), tmp_path / "half")
+        assert list((tmp_path / "half").iterdir()) == []  # nothing that looks like a backup
+
         manifest = await backup.backup(nc, database_url, tmp_path / "b")
         assert manifest.streams == {"EVENTS": 0, "TIMERS": 1, "DEAD": 0}
         # Streams still there: refused before anything is written.
