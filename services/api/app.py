@@ -11,11 +11,12 @@ from nats.aio.client import Client
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.api import requestids
 from services.api.config import Settings
 from services.api.errors import exception_handlers
 from services.api.gateway import Gateway
 from services.api.idempotency import IdempotencyMiddleware
-from services.api.logins import Logins
+from services.api.logins import Logins, Registrations
 from services.api.overload import OverloadMiddleware, Slots
 from services.api.routes import admin_bulk, bookings, lots, notifications, users, vehicles
 from services.api.routes.common import strict_input
@@ -71,6 +72,7 @@ def create_app(
             "lot_topics": LotTopics(nc),
             "identity": Identity(engine, on_identity_commit),
             "logins": Logins(engine, settings.keys, settings.token_seconds, settings.login_limits),
+            "registrations": Registrations(engine, settings.register_limit),
         }
     )
     api = Router(
@@ -85,6 +87,9 @@ def create_app(
         ],
         security=[{"bearer": []}],
         before_request=strict_input,
+        # Documentation only: services/api/requestids.py reads and echoes the header.
+        parameters={"x_request_id": requestids.REQUEST_PARAMETER},
+        response_headers=[requestids.RESPONSE_HEADER],
     )
     return Litestar(
         route_handlers=[api, healthz, readyz, metrics, *web_routes(settings)],

@@ -54,6 +54,8 @@ RETRY_BASE = 0.25  # seconds before the second try; doubles each time
 RESUME_PAGE = 200  # notifications per inbox page
 SUMMARY_BATCH = 1000  # users per notifier.inbox.summaries request
 SUMMARY_LINGER = 0.002  # seconds a `hello` summary waits for others to share its request
+ACK_BATCH = 1000  # acks per notifier.inbox.ack_batch request
+ACK_LINGER = 0.02  # seconds an `ack` waits for others to share its request
 HEARTBEAT_TICKS = 20  # the heartbeat wakes this many times per ping interval
 CATCH_UP_CONCURRENCY = 16  # sockets fetching from the inbox at once during a catch-up
 # A live message is small; these bound memory, not throughput: past them NATS drops and
@@ -79,6 +81,8 @@ class Gateway:
         self.closing: int | None = None  # the close code once close_sockets was called
         self._summaries_wanted: dict[str, list[asyncio.Future]] = {}
         self._summaries_timer: asyncio.TimerHandle | None = None
+        self._acks: list[tuple[Connection, int]] = []
+        self._acks_timer: asyncio.TimerHandle | None = None
 
     # ----- lifecycle -----
 
@@ -343,6 +347,50 @@ class Gateway:
             for future in futures:
                 if not future.done():
                     future.set_result(summary)
+
+    # ----- acks, batched -----
+
+    def ack(self, conn: Connection, seq: int) -> None:
+        """Record that `conn` received `seq` (the inbox's delivered_at). Acks of every
+        socket within ACK_LINGER seconds share one notifier.inbox.ack_batch request:
+        sockets ack every frame, so one request and one statement per ack would cost as
+        much as the delivery itself. An unknown seq gets a `not_found` error frame, an
+        unanswered request an `unavailable` one, on the socket that sent the ack."""
+        self._acks.append((conn, seq))
+        if len(self._acks) >= ACK_BATCH:
+            self._send_acks()
+        elif self._acks_timer is None:
+            self._acks_timer = asyncio.get_running_loop().call_later(ACK_LINGER, self._send_acks)
+
+    def _send_acks(self) -> None:
+        if self._acks_timer is not None:
+            self._acks_timer.cancel()
+            self._acks_timer = None
+        acks, self._acks = self._acks, []
+        if acks:
+            self._spawn(self._record_acks(acks))
+
+    async def _record_acks(self, acks: list[tuple[Connection, int]]) -> None:
+        request = n.AckBatch(items=[n.AckRequest(conn.user_id, seq) for conn, seq in acks])
+        try:
+            result = await call(
+                self.nc, subjects.NOTIFIER_INBOX_ACK_BATCH, request, n.AckBatchResult
+            )
+        except RemoteError as e:
+            log.warning("acks not recorded", code=e.code, acks=len(acks))
+            detail = "The inbox is unavailable; your acks were not recorded, send them again."
+            for conn in dict.fromkeys(conn for conn, _ in acks):
+                conn.send({"type": "error", "code": "unavailable", "detail": detail})
+            return
+        for k in result.missing:
+            conn, seq = acks[k]
+            conn.send(
+                {
+                    "type": "error",
+                    "code": "not_found",
+                    "detail": f"No notification with seq {seq} in your inbox.",
+                }
+            )
 
     # ----- what tells us the live path may have lost something -----
 

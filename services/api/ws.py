@@ -149,15 +149,7 @@ async def _handle_frame(conn: Connection, gateway: Gateway, raw: str | bytes) ->
         if frame.seq is None or frame.seq < 1:
             conn.send(_error("bad_frame", "ack needs seq, the notification's seq (>= 1)."))
             return
-        await _call_and_report(
-            conn,
-            call(
-                nc,
-                subjects.NOTIFIER_INBOX_ACK,
-                n.AckRequest(user_id=conn.user_id, seq=frame.seq),
-                n.Acked,
-            ),
-        )
+        gateway.ack(conn, frame.seq)
     elif kind in ("subscribe", "unsubscribe") and conn.lot_topics is not None:
         await conn.lot_topics.handle(conn, kind, frame.topic)
     else:

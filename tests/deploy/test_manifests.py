@@ -244,18 +244,19 @@ def test_production_scales_on_consumer_lag_of_the_durables_the_services_bind(ren
     }
     assert (lag["parkmate-bookings"]["stream"], lag["parkmate-bookings"]["consumer"]) == (
         subjects.TIMERS_STREAM,
-        "bookings-timers",
+        subjects.DURABLE_BOOKINGS_TIMERS,
     )
     assert (lag["parkmate-notifier"]["stream"], lag["parkmate-notifier"]["consumer"]) == (
         subjects.EVENTS_STREAM,
-        "notifier",
+        subjects.DURABLE_NOTIFIER,
     )
+    # The services bind those very durables (names in services/contracts/subjects.py).
     sources = {
-        "bookings-timers": (ROOT / "services/bookings/entrypoints.py").read_text(),
-        "notifier": (ROOT / "services/notifier/entrypoints.py").read_text(),
+        "DURABLE_BOOKINGS_TIMERS": (ROOT / "services/bookings/entrypoints.py").read_text(),
+        "DURABLE_NOTIFIER": (ROOT / "services/notifier/entrypoints.py").read_text(),
     }
     for durable, source in sources.items():
-        assert f'"{durable}",' in source, durable
+        assert f"subjects.{durable}," in source, durable
     assert USERS_DURABLE != "notifier"
     hpas = {o["metadata"]["name"] for o in docs if o["kind"] == "HorizontalPodAutoscaler"}
     assert hpas == {"parkmate-api"}  # KEDA makes the others' HPAs; two would fight
