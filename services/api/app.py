@@ -34,7 +34,13 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz", include_in_schema=False)
 async def readyz(state: State) -> Response:
-    """Readiness: 200 while connected to NATS (so requests can reach the services)."""
+    """Readiness: 200 while connected to NATS (so requests can reach the services), 503
+    from SIGTERM on while the api drains (it still serves what reaches it meanwhile)."""
+    if state.draining:
+        return Response(
+            {"status": "draining", "detail": "shutting down; send requests to another replica"},
+            status_code=503,
+        )
     if state.nc.is_connected:
         return Response({"status": "ready"}, status_code=200)
     return Response({"status": "not ready", "detail": "not connected to NATS"}, status_code=503)
@@ -51,12 +57,14 @@ def create_app(
 ) -> Litestar:
     """The api: REST under /api/v1, the WebSocket at /ws, OpenAPI at /schema, the web UI
     at / (files under /static). At most `settings.max_inflight` HTTP requests run at once
-    (services/api/overload.py); `state.overload` holds their count."""
+    (services/api/overload.py); `state.overload` holds their count. `state.draining`
+    turns True on SIGTERM (entrypoints.py): /readyz answers 503 from then on."""
     gateway = Gateway(nc)
     slots = Slots(settings.max_inflight)
     state = State(
         {
             "settings": settings,
+            "draining": False,
             "overload": slots,
             "nc": nc,
             "engine": engine,

@@ -45,7 +45,10 @@ class Settings:
     PARKMATE_TRUSTED_PROXIES (peers whose X-Forwarded-For names the client address),
     PARKMATE_MAX_INFLIGHT (HTTP requests served at once by this process) and
     PARKMATE_QUEUE_SECONDS (how long a request beyond them may wait for a turn before it
-    is answered 503 with Retry-After; services/api/overload.py).
+    is answered 503 with Retry-After; services/api/overload.py), PARKMATE_DRAIN_SECONDS
+    (seconds the api keeps serving after SIGTERM with /readyz answering 503, so load
+    balancers move new traffic away before it closes its sockets and stops listening;
+    0 to stop at once; docs/operations.md, "Stopping and draining").
     """
 
     common: Common
@@ -71,6 +74,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = tuple(parse_list(DEFAULT_TRUSTED_PROXIES))
     max_inflight: int = 32
     queue_seconds: float = 2.0
+    drain_seconds: float = 0.0
 
     @cached_property
     def keys(self) -> identity.Keyring:
@@ -125,6 +129,7 @@ class Settings:
             ),
             max_inflight=env_int("MAX_INFLIGHT", 32),
             queue_seconds=env_number("QUEUE_SECONDS", 2),
+            drain_seconds=env_number("DRAIN_SECONDS", 0, allow_zero=True),
         )
 
 

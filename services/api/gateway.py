@@ -44,6 +44,10 @@ from services.runtime.micro import RemoteError, call
 log = structlog.get_logger()
 
 CLOSE_HEARTBEAT = 4408  # two pings went unanswered
+# The api is shutting down (a rolling update, a scale-in): reconnect with after_seq and
+# another replica answers. 1001, not uvicorn's 1012, because docs/websocket.md promised
+# 1001 first and clients treat both alike.
+CLOSE_GOING_AWAY = 1001
 GAP_WAIT = 0.5  # seconds a later seq waits for an earlier one before we fetch it
 GAP_TRIES = 4  # inbox fetches for one gap before the socket is closed with 1013
 RETRY_BASE = 0.25  # seconds before the second try; doubles each time
@@ -74,6 +78,7 @@ class Gateway:
         self._catch_up: asyncio.Task | None = None
         self._catch_up_again = False
         self._tasks: set[asyncio.Task] = set()
+        self.closing: int | None = None  # the close code once close_sockets was called
         self._summaries_wanted: dict[str, list[asyncio.Future]] = {}
         self._summaries_timer: asyncio.TimerHandle | None = None
         self._acks: list[tuple[Connection, int]] = []
@@ -95,18 +100,28 @@ class Gateway:
         await self.nc.flush()
         self._spawn(self.heartbeat(ping_seconds))
 
-    async def close_all(self) -> None:
-        """Close every socket with 1001 (the server is going away)."""
+    def close_sockets(self, code: int = CLOSE_GOING_AWAY) -> None:
+        """Close every socket with `code`, and every socket attached from now on as soon
+        as it is: the api is draining (entrypoints.py) and its clients should resume on
+        another replica."""
+        self.closing = code
         for conns in list(self.users.values()):
             for conn in list(conns):
-                conn.close(1001)
+                conn.close(code)
+
+    async def close_all(self) -> None:
+        """Close every socket with 1001 (the server is going away) and stop the
+        gateway's own tasks (the heartbeat, catch-ups)."""
+        self.close_sockets(CLOSE_GOING_AWAY)
         for task in list(self._tasks):
             task.cancel()
 
     def attach(self, conn: Connection) -> None:
         """From now on live messages of `conn.user_id` reach `conn` (it buffers them
-        until `hello`)."""
+        until `hello`). Once the gateway is closing, `conn` is closed at once."""
         self.users.setdefault(conn.user_id, set()).add(conn)
+        if self.closing is not None:
+            conn.close(self.closing)
 
     def detach(self, conn: Connection) -> None:
         conns = self.users.get(conn.user_id)
