@@ -189,7 +189,11 @@ async def run(database_url: str, n: int, batch: int) -> dict[str, dict]:
     return {name: cost.row() for name, cost in costs.items()}
 
 
-async def with_database(admin_url: str | None, n: int, batch: int) -> dict[str, dict]:
+async def with_database(
+    admin_url: str | None, work: Callable[[str], Awaitable[dict[str, dict]]]
+) -> dict[str, dict]:
+    """`work(database_url)` on a new, migrated database (dropped afterwards) of the
+    PostgreSQL at `admin_url`, or of one started with pgserver when it is None."""
     server = None
     if admin_url is None:
         import tempfile
@@ -206,7 +210,7 @@ async def with_database(admin_url: str | None, n: int, batch: int) -> dict[str, 
         async with admin.connect() as conn:
             await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
         await asyncio.to_thread(upgrade_all, f"{base}/{name}")
-        return await run(f"{base}/{name}", n, batch)
+        return await work(f"{base}/{name}")
     finally:
         async with admin.connect() as conn:
             await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -222,7 +226,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50, help="fired timers per batch")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
-    rows = asyncio.run(with_database(args.database_url, args.n, args.batch))
+    rows = asyncio.run(with_database(args.database_url, lambda url: run(url, args.n, args.batch)))
     print(f"{'path':8} {'calls':>6} {'stmts':>6} {'BEGIN':>6} {'END':>6} {'RTs':>6} {'CPU ms':>8}")
     for name, r in rows.items():
         print(

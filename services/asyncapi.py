@@ -11,9 +11,11 @@ from typing import Any
 
 import msgspec
 
-from services.contracts import catalog
+from services.contracts import catalog, subjects
 from services.contracts.envelope import CloudEvent
 from services.contracts.errors import ErrorBody
+from services.contracts.timers import TimerFired
+from services.runtime import consumer
 from services.runtime.micro import Endpoint
 
 REF = "#/components/schemas/{name}"
@@ -129,6 +131,71 @@ def build(version: str = "0.1.0") -> dict[str, Any]:
             "receive",
             ch.producer,
         )
+    dead = "dead.{durable}"
+    types.append(TimerFired)
+    add(
+        dead,
+        {
+            "description": "The message as its consumer got it, unchanged: a CloudEvent "
+            "(consumers of EVENTS) or a TimerFired (bookings-timers); for a message that "
+            "could not be decoded, its bytes as they were.",
+            "oneOf": [
+                {"$ref": REF.format(name="CloudEvent")},
+                {"$ref": REF.format(name="TimerFired")},
+            ],
+        },
+        "A dead letter on stream DEAD: a message the durable consumer `durable` gave up "
+        "on (undecodable, or still failing after its last delivery; docs/failure-modes.md). "
+        "Kept until an operator replays it (`parkmate dead-letters replay DEAD:<seq>`), "
+        "which republishes it on its original subject and deletes it here.",
+        "receive",
+        "every durable consumer (services/runtime/consumer.py)",
+    )
+    channels[_name(dead)]["parameters"]["durable"] = {
+        "description": "The durable consumer that gave the message up.",
+        "enum": list(subjects.DURABLES),
+    }
+    messages[_name(dead)]["headers"] = {
+        "type": "object",
+        "properties": {
+            consumer.DEAD_SUBJECT: {"type": "string", "description": "Its original subject."},
+            consumer.DEAD_STREAM: {"type": "string", "description": "Its own stream."},
+            consumer.DEAD_SEQUENCE: {
+                "type": "string",
+                "description": "Its sequence in its own stream (an integer).",
+            },
+            consumer.DEAD_CONSUMER: {"type": "string", "description": "The durable."},
+            consumer.DEAD_SERVICE: {"type": "string", "description": "The service."},
+            consumer.DEAD_DELIVERIES: {
+                "type": "string",
+                "description": "How many times it was delivered (an integer).",
+            },
+            consumer.DEAD_ERROR: {
+                "type": "string",
+                "maxLength": 300,
+                "description": "The last error, one line.",
+            },
+            consumer.DEAD_MSG_ID: {
+                "type": "string",
+                "description": "Its original Nats-Msg-Id, when it had one.",
+            },
+            "Nats-Msg-Id": {
+                "type": "string",
+                "description": "<stream>:<sequence>:<durable>: a repeated dead-lettering "
+                "of one message is stored once.",
+            },
+        },
+        "required": [
+            consumer.DEAD_SUBJECT,
+            consumer.DEAD_STREAM,
+            consumer.DEAD_SEQUENCE,
+            consumer.DEAD_CONSUMER,
+            consumer.DEAD_SERVICE,
+            consumer.DEAD_DELIVERIES,
+            consumer.DEAD_ERROR,
+            "Nats-Msg-Id",
+        ],
+    }
     for service, endpoints in request_endpoints().items():
         for ep in endpoints:
             types.append(ep.request_type)

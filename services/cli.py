@@ -5,6 +5,7 @@ parkmate run api|bookings|timers|notifier
 parkmate migrate
 parkmate users create --email E --password P --full-name N --role admin
 parkmate dead-letters list [--service S] | replay ID... | replay --all [--service S]
+parkmate backup DIR [--pg-bin DIR] | parkmate restore DIR [--pg-bin DIR]
 parkmate replay [--day 2016-12-16] [--speed 120] [--url] [--sockets] [--seed] [--report DIR]
     [--processes FILE] [--max-lateness 1] [--min-occupancy 99]
 """
@@ -242,23 +243,45 @@ SERVICE_OPTION = click.option(
 )
 
 
-async def _with_stores(work):
-    """Run `work(engine, js)` against PARKMATE_DATABASE_URL and PARKMATE_NATS_URL."""
+async def _one_shot_nats(name: str):
+    """A NATS client for a one-shot command, from PARKMATE_NATS_URL and the NATS
+    credential and TLS settings: it neither reconnects forever nor logs its close."""
     import nats
 
-    from services.runtime.config import NatsAuth, SettingError, env, parse_nats_url
-    from services.runtime.db import make_engine
+    from services.runtime.config import NatsAuth, SettingError, env, parse_nats_url, redact
     from services.runtime.natsconn import auth_options
 
-    database_url = _database_url()
     try:
         nats_url, auth = parse_nats_url("NATS_URL", env("NATS_URL")), NatsAuth.from_env()
     except SettingError as e:
         raise click.ClickException(str(e)) from None
-    # A plain client: a one-shot command neither reconnects forever nor logs its close.
-    nc = await nats.connect(
-        nats_url, name="parkmate-dead-letters", connect_timeout=5, **auth_options(auth)
-    )
+    errors: list[Exception] = []
+
+    async def keep(error: Exception) -> None:  # instead of the library's traceback
+        errors.append(error)
+
+    try:
+        return await nats.connect(
+            nats_url,
+            name=name,
+            connect_timeout=5,
+            max_reconnect_attempts=2,
+            error_cb=keep,
+            **auth_options(auth),
+        )
+    except (nats.errors.Error, OSError, TimeoutError) as e:
+        why = errors[-1] if errors else e
+        raise click.ClickException(
+            f"cannot reach NATS at {redact(nats_url)} ({why}); check PARKMATE_NATS_URL"
+        ) from None
+
+
+async def _with_stores(work):
+    """Run `work(engine, js)` against PARKMATE_DATABASE_URL and PARKMATE_NATS_URL."""
+    from services.runtime.db import make_engine
+
+    database_url = _database_url()
+    nc = await _one_shot_nats("parkmate-dead-letters")
     engine = make_engine(database_url, pool_size=1)
     try:
         return await work(engine, nc.jetstream())
@@ -307,6 +330,77 @@ def dead_letters_replay(ids: tuple[str, ...], everything: bool, service: str | N
             click.echo(line)
     except (NoSuchDeadLetter, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
+
+
+PG_BIN_OPTION = click.option(
+    "--pg-bin",
+    type=click.Path(file_okay=False, exists=True),
+    envvar="PARKMATE_PG_BIN",
+    help="Folder of pg_dump / pg_restore (default: the newest of the one on PATH and "
+    "pgserver's); its major version must be the server's or newer.",
+)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@PG_BIN_OPTION
+def backup(folder: str, pg_bin: str | None) -> None:
+    """Back up PostgreSQL (pg_dump) and then the JetStream streams EVENTS, TIMERS and
+    DEAD (server snapshots, consumers included) into FOLDER, a new or empty folder.
+    Uses PARKMATE_DATABASE_URL and PARKMATE_NATS_URL. See docs/operations.md."""
+    from pathlib import Path
+
+    from services.backup import BackupError, folder_size
+    from services.backup import backup as take
+
+    database_url = _database_url()
+
+    async def work():
+        nc = await _one_shot_nats("parkmate-backup")
+        try:
+            return await take(nc, database_url, Path(folder), pg_bin)
+        finally:
+            await nc.close()
+
+    try:
+        manifest = asyncio.run(work())
+    except BackupError as e:
+        raise click.ClickException(str(e)) from None
+    streams = ", ".join(f"{name} {n} messages" for name, n in manifest.streams.items())
+    click.echo(
+        f"backup of {manifest.created_at} in {folder} ({folder_size(Path(folder))} B): "
+        f"PostgreSQL, {streams}"
+    )
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False, exists=True))
+@PG_BIN_OPTION
+def restore(folder: str, pg_bin: str | None) -> None:
+    """Restore a backup FOLDER: PostgreSQL into the empty database PARKMATE_DATABASE_URL,
+    then the streams onto PARKMATE_NATS_URL, which must not have them yet. Run it
+    before starting any service; pending warnings and expiries then fire (late if
+    their time passed meanwhile, never early). See docs/operations.md."""
+    from pathlib import Path
+
+    from services.backup import BackupError
+    from services.backup import restore as put_back
+
+    database_url = _database_url()
+
+    async def work():
+        nc = await _one_shot_nats("parkmate-restore")
+        try:
+            return await put_back(nc, database_url, Path(folder), pg_bin)
+        finally:
+            await nc.close()
+
+    try:
+        counts = asyncio.run(work())
+    except BackupError as e:
+        raise click.ClickException(str(e)) from None
+    streams = ", ".join(f"{name} {n} messages" for name, n in counts.items())
+    click.echo(f"restored PostgreSQL and {streams}; start the services now")
 
 
 @main.group()

@@ -118,7 +118,7 @@ async def store_unpublished(database_url: str, user_ids: list[str], title: str) 
     try:
         async with engine.begin() as conn:
             await storage.store_many(
-                conn,
+                (await conn.get_raw_connection()).driver_connection,
                 [
                     storage.NewNotification(
                         id=str(uuid7()),

@@ -11,11 +11,12 @@ from nats.aio.client import Client
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.api import requestids
 from services.api.config import Settings
 from services.api.errors import exception_handlers
 from services.api.gateway import Gateway
 from services.api.idempotency import IdempotencyMiddleware
-from services.api.logins import Logins
+from services.api.logins import Logins, Registrations
 from services.api.overload import OverloadMiddleware, Slots
 from services.api.routes import admin_bulk, bookings, lots, notifications, users, vehicles
 from services.api.routes.common import strict_input
@@ -33,7 +34,13 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz", include_in_schema=False)
 async def readyz(state: State) -> Response:
-    """Readiness: 200 while connected to NATS (so requests can reach the services)."""
+    """Readiness: 200 while connected to NATS (so requests can reach the services), 503
+    from SIGTERM on while the api drains (it still serves what reaches it meanwhile)."""
+    if state.draining:
+        return Response(
+            {"status": "draining", "detail": "shutting down; send requests to another replica"},
+            status_code=503,
+        )
     if state.nc.is_connected:
         return Response({"status": "ready"}, status_code=200)
     return Response({"status": "not ready", "detail": "not connected to NATS"}, status_code=503)
@@ -50,12 +57,14 @@ def create_app(
 ) -> Litestar:
     """The api: REST under /api/v1, the WebSocket at /ws, OpenAPI at /schema, the web UI
     at / (files under /static). At most `settings.max_inflight` HTTP requests run at once
-    (services/api/overload.py); `state.overload` holds their count."""
+    (services/api/overload.py); `state.overload` holds their count. `state.draining`
+    turns True on SIGTERM (entrypoints.py): /readyz answers 503 from then on."""
     gateway = Gateway(nc)
     slots = Slots(settings.max_inflight)
     state = State(
         {
             "settings": settings,
+            "draining": False,
             "overload": slots,
             "nc": nc,
             "engine": engine,
@@ -63,6 +72,7 @@ def create_app(
             "lot_topics": LotTopics(nc),
             "identity": Identity(engine, on_identity_commit),
             "logins": Logins(engine, settings.keys, settings.token_seconds, settings.login_limits),
+            "registrations": Registrations(engine, settings.register_limit),
         }
     )
     api = Router(
@@ -77,6 +87,9 @@ def create_app(
         ],
         security=[{"bearer": []}],
         before_request=strict_input,
+        # Documentation only: services/api/requestids.py reads and echoes the header.
+        parameters={"x_request_id": requestids.REQUEST_PARAMETER},
+        response_headers=[requestids.RESPONSE_HEADER],
     )
     return Litestar(
         route_handlers=[api, healthz, readyz, metrics, *web_routes(settings)],

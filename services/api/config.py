@@ -39,10 +39,16 @@ class Settings:
     PARKMATE_LOGIN_ACCOUNT_WINDOW_SECONDS, PARKMATE_LOGIN_ADDRESS_ATTEMPTS and
     PARKMATE_LOGIN_ADDRESS_WINDOW_SECONDS (failed logins allowed at once per account and
     per client address, and the seconds in which that allowance comes back),
+    PARKMATE_REGISTER_ADDRESS_ATTEMPTS and PARKMATE_REGISTER_ADDRESS_WINDOW_SECONDS
+    (registrations allowed at once per client address, and the seconds in which that
+    allowance comes back),
     PARKMATE_TRUSTED_PROXIES (peers whose X-Forwarded-For names the client address),
     PARKMATE_MAX_INFLIGHT (HTTP requests served at once by this process) and
     PARKMATE_QUEUE_SECONDS (how long a request beyond them may wait for a turn before it
-    is answered 503 with Retry-After; services/api/overload.py).
+    is answered 503 with Retry-After; services/api/overload.py), PARKMATE_DRAIN_SECONDS
+    (seconds the api keeps serving after SIGTERM with /readyz answering 503, so load
+    balancers move new traffic away before it closes its sockets and stops listening;
+    0 to stop at once; docs/operations.md, "Stopping and draining").
     """
 
     common: Common
@@ -63,9 +69,12 @@ class Settings:
     login_account_window_seconds: float = 300.0
     login_address_attempts: int = 20
     login_address_window_seconds: float = 300.0
+    register_address_attempts: int = 30
+    register_address_window_seconds: float = 3600.0
     trusted_proxies: tuple[str, ...] = tuple(parse_list(DEFAULT_TRUSTED_PROXIES))
     max_inflight: int = 32
     queue_seconds: float = 2.0
+    drain_seconds: float = 0.0
 
     @cached_property
     def keys(self) -> identity.Keyring:
@@ -79,6 +88,11 @@ class Settings:
             account=throttle.Limit(self.login_account_attempts, self.login_account_window_seconds),
             address=throttle.Limit(self.login_address_attempts, self.login_address_window_seconds),
         )
+
+    @property
+    def register_limit(self) -> throttle.Limit:
+        """Registrations allowed per client address."""
+        return throttle.Limit(self.register_address_attempts, self.register_address_window_seconds)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -108,11 +122,14 @@ class Settings:
             login_account_window_seconds=env_number("LOGIN_ACCOUNT_WINDOW_SECONDS", 300),
             login_address_attempts=env_int("LOGIN_ADDRESS_ATTEMPTS", 20),
             login_address_window_seconds=env_number("LOGIN_ADDRESS_WINDOW_SECONDS", 300),
+            register_address_attempts=env_int("REGISTER_ADDRESS_ATTEMPTS", 30),
+            register_address_window_seconds=env_number("REGISTER_ADDRESS_WINDOW_SECONDS", 3600),
             trusted_proxies=parse_networks(
                 "TRUSTED_PROXIES", env("TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES)
             ),
             max_inflight=env_int("MAX_INFLIGHT", 32),
             queue_seconds=env_number("QUEUE_SECONDS", 2),
+            drain_seconds=env_number("DRAIN_SECONDS", 0, allow_zero=True),
         )
 
 

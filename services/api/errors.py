@@ -8,8 +8,9 @@ from litestar import Request, Response
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from services.api.logins import LoginThrottled
+from services.api.logins import Throttled
 from services.api.overload import retry_after_seconds
 from services.contracts.errors import DomainError
 from services.contracts.limits import explain
@@ -65,9 +66,21 @@ def handle_database_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "Internal error.")
 
 
-def handle_login_throttled(_: Request, exc: Exception) -> Response:
+def handle_connection_lost(request: Request, exc: Exception) -> Response:
+    """A raw connection's lost database (runtime/db.py) is 503, as a pooled one's is."""
+    return unavailable(request, DISCONNECTED)
+
+
+def handle_pool_timeout(request: Request, exc: Exception) -> Response:
+    """No database connection came free in time (every pooled one busy): 503, since the
+    api is overloaded rather than broken, and a retry after Retry-After can work."""
+    log.warning("database pool exhausted")
+    return unavailable(request, "The server is busy; retry after the Retry-After seconds.")
+
+
+def handle_throttled(_: Request, exc: Exception) -> Response:
     """429 with Retry-After (whole seconds) and a detail saying when to try again."""
-    assert isinstance(exc, LoginThrottled)
+    assert isinstance(exc, Throttled)
     return error_response(429, exc.detail, headers={"Retry-After": str(exc.retry_after)})
 
 
@@ -89,11 +102,12 @@ def handle_validation_error(request: Request, exc: Exception) -> Response:
 
 exception_handlers = {
     DomainError: handle_service_error,
-    LoginThrottled: handle_login_throttled,
+    Throttled: handle_throttled,
     RemoteError: handle_service_error,
     DBAPIError: handle_database_error,
-    # PostgreSQL down or restarting: a raw connection's loss, or a connect refused.
-    ConnectionLost: handle_database_error,
+    ConnectionLost: handle_connection_lost,
+    PoolTimeout: handle_pool_timeout,
+    # PostgreSQL down or still starting: a connect refused (not wrapped by SQLAlchemy).
     ConnectionError: handle_database_error,
     ValidationException: handle_validation_error,
 }
@@ -115,7 +129,8 @@ _WHEN = {
     404: "No such resource, or none you have a role on.",
     409: "The current state does not allow it (for example the slot is booked).",
     422: "The Idempotency-Key was used with another request.",
-    429: "Too many failed logins: wait the Retry-After seconds.",
+    429: "Too many attempts (failed logins for the account or from the address, or "
+    "registrations from the address): wait the Retry-After seconds.",
     503: "The api is at capacity (no turn within PARKMATE_QUEUE_SECONDS) or a service behind "
     "it did not answer in time: retry after the `Retry-After` header's seconds.",
 }

@@ -44,12 +44,18 @@ from services.runtime.micro import RemoteError, call
 log = structlog.get_logger()
 
 CLOSE_HEARTBEAT = 4408  # two pings went unanswered
+# The api is shutting down (a rolling update, a scale-in): reconnect with after_seq and
+# another replica answers. 1001, not uvicorn's 1012, because docs/websocket.md promised
+# 1001 first and clients treat both alike.
+CLOSE_GOING_AWAY = 1001
 GAP_WAIT = 0.5  # seconds a later seq waits for an earlier one before we fetch it
 GAP_TRIES = 4  # inbox fetches for one gap before the socket is closed with 1013
 RETRY_BASE = 0.25  # seconds before the second try; doubles each time
 RESUME_PAGE = 200  # notifications per inbox page
 SUMMARY_BATCH = 1000  # users per notifier.inbox.summaries request
 SUMMARY_LINGER = 0.002  # seconds a `hello` summary waits for others to share its request
+ACK_BATCH = 1000  # acks per notifier.inbox.ack_batch request
+ACK_LINGER = 0.02  # seconds an `ack` waits for others to share its request
 HEARTBEAT_TICKS = 20  # the heartbeat wakes this many times per ping interval
 CATCH_UP_CONCURRENCY = 16  # sockets fetching from the inbox at once during a catch-up
 # A live message is small; these bound memory, not throughput: past them NATS drops and
@@ -72,8 +78,11 @@ class Gateway:
         self._catch_up: asyncio.Task | None = None
         self._catch_up_again = False
         self._tasks: set[asyncio.Task] = set()
+        self.closing: int | None = None  # the close code once close_sockets was called
         self._summaries_wanted: dict[str, list[asyncio.Future]] = {}
         self._summaries_timer: asyncio.TimerHandle | None = None
+        self._acks: list[tuple[Connection, int]] = []
+        self._acks_timer: asyncio.TimerHandle | None = None
 
     # ----- lifecycle -----
 
@@ -91,18 +100,28 @@ class Gateway:
         await self.nc.flush()
         self._spawn(self.heartbeat(ping_seconds))
 
-    async def close_all(self) -> None:
-        """Close every socket with 1001 (the server is going away)."""
+    def close_sockets(self, code: int = CLOSE_GOING_AWAY) -> None:
+        """Close every socket with `code`, and every socket attached from now on as soon
+        as it is: the api is draining (entrypoints.py) and its clients should resume on
+        another replica."""
+        self.closing = code
         for conns in list(self.users.values()):
             for conn in list(conns):
-                conn.close(1001)
+                conn.close(code)
+
+    async def close_all(self) -> None:
+        """Close every socket with 1001 (the server is going away) and stop the
+        gateway's own tasks (the heartbeat, catch-ups)."""
+        self.close_sockets(CLOSE_GOING_AWAY)
         for task in list(self._tasks):
             task.cancel()
 
     def attach(self, conn: Connection) -> None:
         """From now on live messages of `conn.user_id` reach `conn` (it buffers them
-        until `hello`)."""
+        until `hello`). Once the gateway is closing, `conn` is closed at once."""
         self.users.setdefault(conn.user_id, set()).add(conn)
+        if self.closing is not None:
+            conn.close(self.closing)
 
     def detach(self, conn: Connection) -> None:
         conns = self.users.get(conn.user_id)
@@ -328,6 +347,50 @@ class Gateway:
             for future in futures:
                 if not future.done():
                     future.set_result(summary)
+
+    # ----- acks, batched -----
+
+    def ack(self, conn: Connection, seq: int) -> None:
+        """Record that `conn` received `seq` (the inbox's delivered_at). Acks of every
+        socket within ACK_LINGER seconds share one notifier.inbox.ack_batch request:
+        sockets ack every frame, so one request and one statement per ack would cost as
+        much as the delivery itself. An unknown seq gets a `not_found` error frame, an
+        unanswered request an `unavailable` one, on the socket that sent the ack."""
+        self._acks.append((conn, seq))
+        if len(self._acks) >= ACK_BATCH:
+            self._send_acks()
+        elif self._acks_timer is None:
+            self._acks_timer = asyncio.get_running_loop().call_later(ACK_LINGER, self._send_acks)
+
+    def _send_acks(self) -> None:
+        if self._acks_timer is not None:
+            self._acks_timer.cancel()
+            self._acks_timer = None
+        acks, self._acks = self._acks, []
+        if acks:
+            self._spawn(self._record_acks(acks))
+
+    async def _record_acks(self, acks: list[tuple[Connection, int]]) -> None:
+        request = n.AckBatch(items=[n.AckRequest(conn.user_id, seq) for conn, seq in acks])
+        try:
+            result = await call(
+                self.nc, subjects.NOTIFIER_INBOX_ACK_BATCH, request, n.AckBatchResult
+            )
+        except RemoteError as e:
+            log.warning("acks not recorded", code=e.code, acks=len(acks))
+            detail = "The inbox is unavailable; your acks were not recorded, send them again."
+            for conn in dict.fromkeys(conn for conn, _ in acks):
+                conn.send({"type": "error", "code": "unavailable", "detail": detail})
+            return
+        for k in result.missing:
+            conn, seq = acks[k]
+            conn.send(
+                {
+                    "type": "error",
+                    "code": "not_found",
+                    "detail": f"No notification with seq {seq} in your inbox.",
+                }
+            )
 
     # ----- what tells us the live path may have lost something -----
 

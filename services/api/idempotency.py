@@ -15,6 +15,7 @@ is told 409 "in progress" until the claim is abandoned (60 s), and then runs aga
 """
 
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api import identity
 from services.api.storage import idempotency_keys as table
+from services.runtime.coalesce import Coalescer
 from services.runtime.db import ConnectionLost, raw_connection
 
 log = structlog.get_logger()
@@ -33,18 +35,43 @@ MAX_KEY = 255
 VERIFIED_TOKEN = "parkmate.verified_token"
 ABANDONED_AFTER = timedelta(seconds=60)
 
-# The claim and the stored answer are on the path of every POST with a key: single
-# statements on a raw connection (autocommit, no SQLAlchemy per-statement work).
-_CLAIM = (
-    "INSERT INTO identity.idempotency_keys (principal, key, request_hash, created_at) "
-    "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING key"
-)
-_STORE = (
-    "UPDATE identity.idempotency_keys "
-    "SET status_code = $3, response_headers = $4, response_body = $5 "
-    "WHERE principal = $1 AND key = $2"
-)
+# The claims and the stored answers are on the path of every POST with a key: single
+# statements on a raw connection (autocommit, no SQLAlchemy per-statement work), each
+# shared by the requests that come while the previous one is on its way
+# (runtime/coalesce.py). Rows go in key order, so two replicas' batches never wait on
+# each other's rows in opposite orders.
+_CLAIM = """
+    INSERT INTO identity.idempotency_keys (principal, key, request_hash, created_at)
+    SELECT p, k, h, t FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+        AS c(p, k, h, t)
+    ORDER BY p, k
+    ON CONFLICT DO NOTHING RETURNING principal, key
+"""
+_STORE = """
+    UPDATE identity.idempotency_keys AS i
+    SET status_code = a.s, response_headers = a.h, response_body = a.b
+    FROM unnest($1::text[], $2::text[], $3::int[], $4::bytea[], $5::bytea[])
+        AS a(p, k, s, h, b)
+    WHERE i.principal = a.p AND i.key = a.k
+"""
 _FORGET = "DELETE FROM identity.idempotency_keys WHERE principal = $1 AND key = $2"
+
+
+@dataclass(frozen=True)
+class _Claim:
+    principal: str
+    key: str
+    request_hash: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class _Answer:
+    principal: str
+    key: str
+    status: int
+    headers: bytes  # JSON [[name, value], ...]
+    body: bytes
 
 
 def _json(send_status: int, detail: str):
@@ -62,6 +89,36 @@ class IdempotencyMiddleware:
         self.app = app
         self.engine = engine
         self.keys = keys
+        self._claims: Coalescer[_Claim, bool] = Coalescer(self._claim_batch)
+        self._answers: Coalescer[_Answer, None] = Coalescer(self._store_batch)
+
+    async def _claim_batch(self, claims: list[_Claim]) -> list[bool]:
+        """Claim each (principal, key) not yet stored: True for the request that got it
+        (the first of a batch naming one twice)."""
+        first = {(c.principal, c.key): c for c in reversed(claims)}
+        unique = sorted(first.values(), key=lambda c: (c.principal, c.key))
+        async with raw_connection(self.engine) as raw:
+            rows = await raw.fetch(
+                _CLAIM,
+                [c.principal for c in unique],
+                [c.key for c in unique],
+                [c.request_hash for c in unique],
+                [c.at for c in unique],
+            )
+        got = {(r[0], r[1]) for r in rows}
+        return [(c.principal, c.key) in got and first[(c.principal, c.key)] is c for c in claims]
+
+    async def _store_batch(self, answers: list[_Answer]) -> list[None]:
+        async with raw_connection(self.engine) as raw:
+            await raw.execute(
+                _STORE,
+                [a.principal for a in answers],
+                [a.key for a in answers],
+                [a.status for a in answers],
+                [a.headers for a in answers],
+                [a.body for a in answers],
+            )
+        return [None] * len(answers)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -91,9 +148,7 @@ class IdempotencyMiddleware:
             )
         ).hexdigest()
         now = datetime.now(UTC)
-        async with raw_connection(self.engine) as raw:
-            claimed = await raw.fetchval(_CLAIM, principal, key, digest, now)
-        if claimed is None:
+        if not await self._claims.submit(_Claim(principal, key, digest, now)):
             async with self.engine.begin() as conn:
                 row = (
                     await conn.execute(
@@ -158,19 +213,14 @@ class IdempotencyMiddleware:
         stored = False
 
         async def store() -> None:
-            async with raw_connection(self.engine) as raw:
-                if status >= 500 or status == 429:
+            if status >= 500 or status == 429:
+                async with raw_connection(self.engine) as raw:
                     await raw.execute(_FORGET, principal, key)
-                else:
-                    headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in out_headers]
-                    await raw.execute(
-                        _STORE,
-                        principal,
-                        key,
-                        status,
-                        msgspec.json.encode(headers),
-                        b"".join(chunks),
-                    )
+                return
+            headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in out_headers]
+            await self._answers.submit(
+                _Answer(principal, key, status, msgspec.json.encode(headers), b"".join(chunks))
+            )
 
         async def capture(message):
             # The answer is stored before its last byte leaves: a client that retries

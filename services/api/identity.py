@@ -6,7 +6,9 @@ key that signed them, so the signing secret can be rotated while tokens signed w
 previous one still verify (docs/security.md). Password hashes are argon2id (argon2-cffi).
 """
 
+import functools
 import hashlib
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -61,7 +63,28 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def verify_password(hashed: str, password: str) -> bool:
+@functools.cache
+def dummy_hash() -> str:
+    """The argon2id hash of a random password nobody knows, made once per process with
+    the same parameters as every real hash (CPU-heavy the first time: warm it at start)."""
+    return _hasher.hash(secrets.token_urlsafe(24))
+
+
+def verify_password(hashed: str | None, password: str) -> bool:
+    """True when `password` matches the argon2 hash `hashed` (CPU-heavy: call from a
+    thread in async code).
+
+    For no account (`hashed` None) or one without a password hash (bulk accounts store
+    a marker that is not a hash), the password is verified against `dummy_hash()` and
+    False returned: the same argon2 work as a wrong password, so how long a login takes
+    does not tell whether the email has an account."""
+    if hashed is None or not hashed.startswith("$argon2"):
+        _verify(dummy_hash(), password)
+        return False
+    return _verify(hashed, password)
+
+
+def _verify(hashed: str, password: str) -> bool:
     try:
         return _hasher.verify(hashed, password)
     except (VerificationError, InvalidHashError):

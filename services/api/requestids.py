@@ -12,11 +12,38 @@ import re
 from typing import Any
 
 import structlog
+from litestar.datastructures import ResponseHeader
+from litestar.params import HeaderParameter
 
 from services.runtime.micro import new_request_id
 
 HEADER = b"x-request-id"
 _SANE = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+# For the OpenAPI document (the middleware below does the work). The request header
+# is documented without a pattern on purpose: a layered parameter is validated, and a
+# client's malformed id is replaced by a new one rather than refused.
+DOC = (
+    "The request's id, in the api's and the services' log lines: the client's "
+    "X-Request-ID when it is 1 to 128 letters, digits or . _ : -, else a new one."
+)
+REQUEST_PARAMETER = HeaderParameter(
+    annotation=str | None,
+    name="X-Request-ID",
+    required=False,
+    default=None,
+    description=DOC + " Send one to follow a request through a proxy and the logs.",
+)
+# `value` only gives the document its schema (a string); with documentation_only the
+# header is never set from it.
+RESPONSE_HEADER = ResponseHeader(
+    name="X-Request-ID",
+    documentation_only=True,
+    value="3f2a9c0d1e4b5a67",
+    required=True,
+    description=DOC,
+)
 
 
 def request_id(given: bytes | None) -> str:

@@ -149,15 +149,7 @@ async def _handle_frame(conn: Connection, gateway: Gateway, raw: str | bytes) ->
         if frame.seq is None or frame.seq < 1:
             conn.send(_error("bad_frame", "ack needs seq, the notification's seq (>= 1)."))
             return
-        await _call_and_report(
-            conn,
-            call(
-                nc,
-                subjects.NOTIFIER_INBOX_ACK,
-                n.AckRequest(user_id=conn.user_id, seq=frame.seq),
-                n.Acked,
-            ),
-        )
+        gateway.ack(conn, frame.seq)
     elif kind in ("subscribe", "unsubscribe") and conn.lot_topics is not None:
         await conn.lot_topics.handle(conn, kind, frame.topic)
     else:
@@ -233,17 +225,53 @@ async def _greet(conn: Connection, gateway: Gateway, after_seq: int | None, ping
 class WebSocketFront:
     """ASGI app: GET /ws to `serve_socket`, everything else (HTTP, lifespan) to `app`.
 
-    `state` holds `settings`, `gateway` and `lot_topics` (the Litestar app's state)."""
+    `state` holds `settings`, `gateway`, `lot_topics` and `draining` (the Litestar app's
+    state). While `state.draining`, every HTTP answer says `Connection: close`, so
+    clients and proxies holding a keep-alive connection to this process open their next
+    one elsewhere. `sockets` counts the sockets being served."""
 
     def __init__(self, app: Any, state: State) -> None:
         self.app = app
         self.state = state
+        self.sockets = 0
+        self._none_left = asyncio.Event()
+        self._none_left.set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == PATH:
-            await serve_socket(scope, receive, send, self.state)
+            self.sockets += 1
+            self._none_left.clear()
+            try:
+                await serve_socket(scope, receive, send, self.state)
+            finally:
+                self.sockets -= 1
+                if not self.sockets:
+                    self._none_left.set()
+        elif scope["type"] == "http" and self.state.draining:
+            await self.app(scope, receive, _closing_connection(send))
         else:
             await self.app(scope, receive, send)
+
+    async def close_sockets(self, code: int, timeout: float) -> int:
+        """Close every socket with `code` (and any opened meanwhile) and wait up to
+        `timeout` seconds until each has sent its close frame; returns how many were
+        still open then (uvicorn's shutdown closes those with 1012)."""
+        self.state.gateway.close_sockets(code)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._none_left.wait(), timeout)
+        return self.sockets
+
+
+def _closing_connection(send: Send) -> Send:
+    """`send` with `Connection: close` added to the response's headers."""
+
+    async def closing(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return closing
 
 
 def _query(scope: Scope) -> dict[str, list[str]]:
@@ -292,7 +320,8 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send, state: State)
         max(0.0, claims.exp - time.time()), conn.close, CLOSE_UNAUTHORIZED
     )
     try:
-        await _greet(conn, gateway, after_seq, settings.ws_ping_seconds)
+        if not conn.closed:  # else attached while the api drains: closed at once
+            await _greet(conn, gateway, after_seq, settings.ws_ping_seconds)
         # Client frames are read only after `hello`, so no answer can precede it. They
         # are read in this task (no task of its own: memory per socket counts at 10,000
         # sockets); a close decided elsewhere cancels the read (Connection.close).

@@ -142,7 +142,7 @@ async def serve(
         run_pull_consumer(
             js,
             subjects.TIMERS_STREAM,
-            "bookings-timers",
+            subjects.DURABLE_BOOKINGS_TIMERS,
             [subjects.TIMERS_FIRED_BOOKING],
             timer_handler(deps),
             stop,

@@ -47,7 +47,12 @@ class Notification(msgspec.Struct, kw_only=True):
     Times are UTC datetimes. `delivered_at` is set when a socket acknowledged the seq
     (`ack` frame); `silent` is true when the user's preferences (muted type, quiet hours,
     websocket off) kept it from being pushed live; `expires_at` is set on announcements
-    that expire (they leave every inbox then).
+    that expire (they leave every inbox then). `truncated` is true when the stored
+    notification could not be served as it is (one stored before the limits existed,
+    or written straight into the table): its title and body are cut to TITLE_MAX and
+    BODY_MAX characters, its `data` to MAX_DATA_KEYS keys and DATA_MAX_BYTES bytes as
+    JSON (or `{}` when it is not an object), an unknown level or priority reads as
+    `info` or `normal` (services/notifier/servable.py).
     """
 
     id: str
@@ -63,6 +68,7 @@ class Notification(msgspec.Struct, kw_only=True):
     delivered_at: datetime | None = None
     expires_at: datetime | None = None
     silent: bool = False
+    truncated: bool = False
 
 
 # ----- live messages on notify.user.<user_id> (a tagged union, field `type`) -----
@@ -196,6 +202,19 @@ class AckRequest(msgspec.Struct):
 
     user_id: str
     seq: Seq
+
+
+class AckBatch(msgspec.Struct):
+    """Acks of many sockets, gathered by an api gateway for a few milliseconds (at most
+    1,000): record `delivered_at` of each (user_id, seq), as `AckRequest` does."""
+
+    items: list[AckRequest]
+
+
+class AckBatchResult(msgspec.Struct):
+    """`missing`: indexes into the request's `items` whose user has no such seq."""
+
+    missing: list[int]
 
 
 class Changed(msgspec.Struct):

@@ -51,6 +51,13 @@ def timer_fired_subject(booking_id: str, kind: TimerKind) -> str:
     return f"timers.fired.booking.{kind}.{booking_id}"
 
 
+# Durable consumers; each one's dead letters go to dead.<durable>.
+DURABLE_BOOKINGS_TIMERS = "bookings-timers"  # bookings, fired timers on TIMERS
+DURABLE_TIMERS = "timers"  # timers, booking events on EVENTS
+DURABLE_NOTIFIER = "notifier"  # notifier, every event on EVENTS
+DURABLE_NOTIFIER_USERS = "notifier-users"  # notifier, user.registered on EVENTS
+DURABLES = (DURABLE_BOOKINGS_TIMERS, DURABLE_TIMERS, DURABLE_NOTIFIER, DURABLE_NOTIFIER_USERS)
+
 # Dead letters: consumer messages that could not be handled (docs/failure-modes.md).
 DEAD_STREAM = "DEAD"
 DEAD_SUBJECTS = ["dead.>"]
@@ -119,6 +126,7 @@ NOTIFIER_INBOX_READ_ALL = "notifier.inbox.read_all"
 NOTIFIER_INBOX_DELETE = "notifier.inbox.delete"
 NOTIFIER_INBOX_CLEAR_READ = "notifier.inbox.clear_read"
 NOTIFIER_INBOX_ACK = "notifier.inbox.ack"
+NOTIFIER_INBOX_ACK_BATCH = "notifier.inbox.ack_batch"
 NOTIFIER_INBOX_SUMMARIES = "notifier.inbox.summaries"
 NOTIFIER_PREFS_GET = "notifier.prefs.get"
 NOTIFIER_PREFS_PUT = "notifier.prefs.put"

@@ -21,6 +21,7 @@ from services.contracts.bookings import (
     StaffEventData,
 )
 from services.contracts.limits import BODY_MAX, TITLE_MAX
+from services.notifier.servable import clip
 
 DRIVER, OWNER, STAFF, EMPLOYEE = "driver", "owner", "staff", "employee"
 RENEW_HINT = "Renew it to stay: POST /api/v1/bookings/{booking_id}/renew."
@@ -141,10 +142,6 @@ def placeholders(text: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
 def render(template: Template, fields: dict[str, Any]) -> tuple[str, str]:
     """(title, body) with placeholders filled; unknown ones stay visible as `{name}`.
 
@@ -157,8 +154,8 @@ def render(template: Template, fields: dict[str, Any]) -> tuple[str, str]:
 
     values = Keep(fields)
     return (
-        _clip(template.title.format_map(values), TITLE_MAX),
-        _clip(template.body.format_map(values), BODY_MAX),
+        clip(template.title.format_map(values), TITLE_MAX),
+        clip(template.body.format_map(values), BODY_MAX),
     )
 
 

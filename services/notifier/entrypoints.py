@@ -32,7 +32,7 @@ from services.runtime.startup import Stopping
 
 VERSION = "0.2.0"
 _encoder = msgspec.json.Encoder()
-USERS_DURABLE = "notifier-users"
+USERS_DURABLE = subjects.DURABLE_NOTIFIER_USERS
 
 
 def endpoints(deps: Deps) -> list[Endpoint]:
@@ -55,6 +55,7 @@ def endpoints(deps: Deps) -> list[Endpoint]:
         ep(subjects.NOTIFIER_INBOX_DELETE, n.NotificationRef, h.delete),
         ep(subjects.NOTIFIER_INBOX_CLEAR_READ, n.UserRef, h.clear_read),
         ep(subjects.NOTIFIER_INBOX_ACK, n.AckRequest, h.ack),
+        ep(subjects.NOTIFIER_INBOX_ACK_BATCH, n.AckBatch, h.ack_batch),
         ep(subjects.NOTIFIER_INBOX_SUMMARIES, n.InboxSummariesRequest, h.inbox_summaries),
         ep(subjects.NOTIFIER_PREFS_GET, n.PreferencesRequest, h.get_preferences),
         ep(subjects.NOTIFIER_PREFS_PUT, n.PutPreferences, h.put_preferences),
@@ -111,6 +112,10 @@ async def serve(
     async def handle_user(msg: Msg) -> None:
         await handlers.on_user_event(deps, msg.data)
 
+    async def handle_users(msgs: list[Msg]) -> list[None]:
+        await handlers.on_user_events(deps, [m.data for m in msgs])
+        return [None] * len(msgs)
+
     server = MicroServer(
         nc,
         subjects.NOTIFIER_SERVICE,
@@ -124,7 +129,7 @@ async def serve(
             run_pull_consumer(
                 js,
                 subjects.EVENTS_STREAM,
-                "notifier",
+                subjects.DURABLE_NOTIFIER,
                 subjects.EVENTS_SUBJECTS,
                 handle,
                 stop,
@@ -146,6 +151,7 @@ async def serve(
                 stop,
                 ready=users_ready,
                 service="notifier",
+                batch_handler=handle_users,
             ),
             name="notifier-users",
         ),

@@ -9,8 +9,9 @@ stays in step: new notifications with the unread count, `notification_update` an
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import structlog
@@ -25,12 +26,15 @@ from services.contracts.errors import DomainError
 from services.contracts.identity import UserRegisteredData
 from services.contracts.ids import uuid7
 from services.contracts.limits import PAGE_MAX
-from services.notifier import domain, paging, prefs, storage, templates
+from services.notifier import domain, paging, prefs, servable, storage
+from services.notifier.templates import OverridesCache
+from services.runtime.db import raw_connection
 from services.runtime.metrics import NOTIFICATION_LATENCY
 
 log = structlog.get_logger()
 _latency = NOTIFICATION_LATENCY.labels("notifier")
 ROLES = ("driver", "owner", "employee", "admin")
+ACK_BATCH_MAX = 1000  # acks per notifier.inbox.ack_batch request
 
 
 def utcnow() -> datetime:
@@ -39,11 +43,13 @@ def utcnow() -> datetime:
 
 @dataclass
 class Deps:
-    """What handlers need; `clock` returns an aware datetime (tests fix it)."""
+    """What handlers need; `clock` returns an aware datetime (tests fix it); `overrides`
+    caches the template overrides between batches (one per process)."""
 
     engine: AsyncEngine
     nc: Client
     clock: Callable[[], datetime] = utcnow
+    overrides: OverridesCache = field(default_factory=OverridesCache)
 
 
 _encoder = msgspec.json.Encoder()
@@ -54,13 +60,61 @@ def known_types() -> set[str]:
     return set(domain.EVENT_TYPES) | set(c.ADMIN_TYPES)
 
 
+# Ids of notifications this process already logged as served cut, so a bad row read
+# again (every listing, every resume) is not logged again; bounded, oldest forgotten.
+_LOGGED_MAX = 10_000
+_logged: dict[str, None] = {}
+
+
+def served(item: c.Notification) -> c.Notification:
+    """`item` in a form every reader can take (servable.servable): a row stored before
+    the limits existed, or written straight into the table, comes cut and flagged
+    `truncated`, at its seq, instead of failing the whole listing, resume or gap fill.
+    Such a row is logged once per process, with its id and what was cut."""
+    safe, changed = servable.servable(item)
+    if changed and safe.id not in _logged:
+        _logged[safe.id] = None
+        if len(_logged) > _LOGGED_MAX:
+            del _logged[next(iter(_logged))]
+        log.warning(
+            "notification served cut to the limits",
+            notification_id=safe.id,
+            seq=safe.seq,
+            fields=changed,
+        )
+    return safe
+
+
+def _served_all(items: list[c.Notification]) -> list[c.Notification]:
+    return [served(i) for i in items]
+
+
 async def publish(deps: Deps, user_id: str, *messages: c.Live) -> None:
     """Send live messages to every socket of `user_id` (core NATS, after the commit);
     each new notification's age (`deps.clock()` minus its created_at, seconds) goes to
-    parkmate_notification_latency_seconds{stage="notifier"}."""
+    parkmate_notification_latency_seconds{stage="notifier"}.
+
+    A message that cannot be published (larger than the server's max payload, or the
+    connection is closing) is logged with its notification id and skipped, and the
+    others still go: the notification is committed, so the gateway fills the missing
+    seq from the inbox when the next one arrives, or at its next catch-up. Raising here
+    instead would only make the consumer redeliver an event whose notifications are
+    already stored, and the messages after this one would never be published."""
     subject = subjects.notify_user_subject(user_id)
     for message in messages:
-        await deps.nc.publish(subject, _encoder.encode(message))
+        try:
+            await deps.nc.publish(subject, _encoder.encode(message))
+        except Exception as e:
+            notification = getattr(message, "notification", None)
+            log.error(
+                "live message not published; the gateway fills it from the inbox",
+                user_id=user_id,
+                notification_id=getattr(notification, "id", None),
+                seq=getattr(notification, "seq", None),
+                message_type=type(message).__name__,
+                error=repr(e)[:200],
+            )
+            continue
         if isinstance(message, c.LiveNotification):
             age = deps.clock() - message.notification.created_at
             _latency.observe(max(0.0, age.total_seconds()))
@@ -89,13 +143,17 @@ async def on_event(deps: Deps, payload: bytes) -> list[c.Notification]:
 
 async def on_events(deps: Deps, payloads: list[bytes]) -> list[c.Notification]:
     """Store the notifications a batch of events causes in one transaction (idempotent
-    by event id and recipient), rendered with the templates in force now, then publish
-    each new one on notify.user.<id> with the recipient's unread count at that point.
+    by event id and recipient), rendered with the templates in force as that transaction
+    sees them, then publish each new one on notify.user.<id> with the recipient's
+    unread count at that point.
     Returns the new ones, in event order. Raises msgspec errors on an undecodable event
     (the consumer then handles the batch one event at a time and terminates that one).
 
-    One transaction per batch instead of per event: each round trip to PostgreSQL is a
-    loopback `send`, the most expensive thing this service does (profiled in a replay).
+    One transaction per batch instead of per event, on a raw asyncpg connection, in five
+    round trips (BEGIN; lock the inboxes and read preferences and the templates version;
+    check for already stored rows; insert and advance the inboxes; COMMIT), six when the
+    overrides changed: each round trip to PostgreSQL is a loopback `send`, the most
+    expensive thing this service does (profiled in a replay; benchmarks/notifier_paths.py).
     """
     events = [decode_envelope(p) for p in payloads]
     relevant = [
@@ -103,23 +161,16 @@ async def on_events(deps: Deps, payloads: list[bytes]) -> list[c.Notification]:
     ]
     if not relevant:
         return []
+    planned = _plan(relevant, deps.overrides)
+    if not planned:
+        return []
     now = deps.clock()
-    async with deps.engine.begin() as conn:
-        # Read per batch, not cached: an override saved through any replica applies to
-        # the next batch everywhere, at the cost of one query on a tiny table.
-        overrides: dict[str, dict[tuple[str, str], domain.Template]] = {}
-        for r in await storage.overrides(conn):
-            overrides.setdefault(r.type, {})[(r.type, r.audience)] = domain.Template(
-                r.level, r.priority, r.title, r.body
-            )
-        planned = [
-            (event.id, p)
-            for event, facts in relevant
-            for p in domain.plan(
-                event.type, facts, templates.effective(event.type, overrides.get(event.type, {}))
-            )
-        ]
-        saved = await storage.preferences_of(conn, sorted({p.user_id for _, p in planned}))
+    async with raw_connection(deps.engine) as conn, conn.transaction():
+        locked = await storage.lock_inboxes(conn, [p.user_id for _, p in planned])
+        if locked.templates_version != deps.overrides.version:
+            deps.overrides.load(locked.templates_version, await storage.override_rows(conn))
+            # Overrides change titles and bodies, never recipients: the locks still fit.
+            planned = _plan(relevant, deps.overrides)
         stored = await storage.store_many(
             conn,
             [
@@ -135,35 +186,61 @@ async def on_events(deps: Deps, payloads: list[bytes]) -> list[c.Notification]:
                     data=p.data,
                     created_at=now,
                     silent=not prefs.live_allowed(
-                        saved.get(p.user_id, prefs.DEFAULT), p.type, p.priority, now
+                        locked.preferences.get(p.user_id, prefs.DEFAULT), p.type, p.priority, now
                     ),
                 )
                 for event_id, p in planned
             ],
             now,
+            locked,
         )
     for s in stored:
         await publish(
             deps,
             s.user_id,
             c.LiveNotification(
-                notification=s.notification,
+                notification=served(s.notification),
                 push=not s.notification.silent,
                 unread_count=s.unread_count,
                 version=s.version,
             ),
         )
-    return [s.notification for s in stored]
+    return [served(s.notification) for s in stored]
+
+
+def _plan(
+    relevant: list[tuple[Any, domain.Facts]], overrides: OverridesCache
+) -> list[tuple[str, domain.Planned]]:
+    """(event id, planned notification) of each recipient of each event, in event
+    order, rendered with the templates in force as of `overrides.version`."""
+    return [
+        (event.id, p)
+        for event, facts in relevant
+        for p in domain.plan(event.type, facts, overrides.effective(event.type))
+    ]
 
 
 async def on_user_event(deps: Deps, payload: bytes) -> None:
-    """Remember a registered user and their roles (audiences of alerts, announcements)."""
-    event = decode_envelope(payload)
-    if event.type != subjects.USER_REGISTERED:
-        return
-    data = msgspec.json.decode(event.data, type=UserRegisteredData)
-    async with deps.engine.begin() as conn:
-        await storage.upsert_user(conn, data.user_id, data.roles, event.time)
+    """`on_user_events` for one event."""
+    await on_user_events(deps, [payload])
+
+
+async def on_user_events(deps: Deps, payloads: list[bytes]) -> None:
+    """Remember registered users and their roles (audiences of alerts and
+    announcements): a fetched batch in one statement, a user named twice taking the
+    roles of the later event. Raises msgspec errors on an undecodable event (the
+    consumer then handles the batch one event at a time)."""
+    registered: dict[str, tuple[list[str], datetime]] = {}
+    for payload in payloads:
+        event = decode_envelope(payload)
+        if event.type != subjects.USER_REGISTERED:
+            continue
+        data = msgspec.json.decode(event.data, type=UserRegisteredData)
+        first = registered.get(data.user_id)
+        registered[data.user_id] = (data.roles, first[1] if first else event.time)
+    if registered:
+        async with raw_connection(deps.engine) as conn:
+            await storage.upsert_users(conn, registered)
 
 
 # ----- inbox -----
@@ -185,6 +262,7 @@ async def inbox_after(deps: Deps, req: c.InboxAfterRequest) -> c.NotificationLis
             deps.clock(),
             req.up_to_seq,
         )
+    items = _served_all(items)
     kept = paging.fitting(items)
     return c.NotificationList(items=items[:kept], more=kept < len(items))
 
@@ -223,6 +301,7 @@ async def inbox_query(deps: Deps, req: c.InboxQuery) -> c.NotificationPage:
             limit=req.limit + 1,
             now=deps.clock(),
         )
+    items = _served_all(items)
     kept = min(req.limit, paging.fitting(items[: req.limit]))
     more = len(items) > kept
     items = items[:kept]
@@ -252,7 +331,7 @@ async def mark_read(deps: Deps, req: c.NotificationRef) -> c.Notification:
             c.LiveUpdate(id=id_, read_at=row.read_at),
             c.LiveUnreadCount(count=count, version=version),
         )
-    return storage.to_notification(row)
+    return served(storage.to_notification(row))
 
 
 async def mark_all_read(deps: Deps, req: c.UserRef) -> c.Changed:
@@ -317,6 +396,25 @@ async def ack(deps: Deps, req: c.AckRequest) -> c.Acked:
     if delivered_at is None:
         raise DomainError("not_found", f"No notification with seq {req.seq} in your inbox.")
     return c.Acked(seq=req.seq, delivered_at=delivered_at)
+
+
+async def ack_batch(deps: Deps, req: c.AckBatch) -> c.AckBatchResult:
+    """`ack` for many (user, seq) pairs in one statement; the indexes of those with no
+    such notification (or no valid user id) come back as `missing`."""
+    if len(req.items) > ACK_BATCH_MAX:
+        raise DomainError("invalid", f"At most {ACK_BATCH_MAX} acks per request.")
+    valid = [(k, _uuid_or_none(i.user_id), i.seq) for k, i in enumerate(req.items)]
+    pairs = [(u, q) for _, u, q in valid if u is not None]
+    async with raw_connection(deps.engine) as conn:
+        found = await storage.ack_batch(conn, pairs, deps.clock())
+    return c.AckBatchResult(missing=[k for k, u, q in valid if (u, q) not in found])
+
+
+def _uuid_or_none(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        return None
 
 
 # ----- preferences -----

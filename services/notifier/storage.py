@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.contracts.notifier import Notification, Preferences, QuietHours
 
 SCHEMA = "notifier"
+_json = msgspec.json.Encoder()
 metadata = sa.MetaData(schema=SCHEMA)
 
 # One row per user: the last seq handed out. Incrementing it in the same transaction
@@ -167,63 +170,124 @@ class Stored:
     unread_count: int
 
 
-_LOCK_INBOXES = sa.text(
-    """
-    INSERT INTO notifier.inbox_state AS s (user_id, last_seq, version)
-    SELECT u, 0, 0 FROM unnest(CAST(:user_ids AS uuid[])) AS u ORDER BY u
-    ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq
-    RETURNING s.user_id, s.last_seq, s.version
-    """
-).columns(
-    sa.column("user_id", UUID(as_uuid=False)),
-    sa.column("last_seq", sa.BigInteger),
-    sa.column("version", sa.BigInteger),
-)
+# The inboxes of a batch locked in user id order (made when new), with their owners'
+# saved preferences and the templates version, in one round trip.
+_LOCK_INBOXES = """
+    WITH locked AS (
+        INSERT INTO notifier.inbox_state AS s (user_id, last_seq, version)
+        SELECT u, 0, 0 FROM unnest($1::uuid[]) AS u ORDER BY u
+        ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq
+        RETURNING s.user_id, s.last_seq, s.version
+    )
+    SELECT l.user_id::text AS user_id, l.last_seq, l.version,
+           p.user_id IS NOT NULL AS saved, p.muted_types, p.quiet_start, p.quiet_end,
+           p.quiet_timezone, p.websocket,
+           (SELECT t.version FROM notifier.templates_state t) AS templates_version
+    FROM locked l LEFT JOIN notifier.preferences p ON p.user_id = l.user_id
+"""
 
-_ALREADY_STORED = sa.text(
-    """
-    SELECT n.event_id, n.user_id FROM notifier.notifications n
-    JOIN unnest(CAST(:event_ids AS uuid[]), CAST(:user_ids AS uuid[])) AS k(event_id, user_id)
+_ALREADY_STORED = """
+    SELECT n.event_id::text, n.user_id::text FROM notifier.notifications n
+    JOIN unnest($1::uuid[], $2::uuid[]) AS k(event_id, user_id)
       ON n.event_id = k.event_id AND n.user_id = k.user_id
-    """
-).columns(sa.column("event_id", UUID(as_uuid=False)), sa.column("user_id", UUID(as_uuid=False)))
+"""
 
-_ADVANCE_INBOXES = sa.text(
-    """
-    UPDATE notifier.inbox_state AS s
-    SET last_seq = v.last_seq, version = v.version, unread = s.unread + v.added
-    FROM unnest(CAST(:user_ids AS uuid[]), CAST(:last_seqs AS bigint[]),
-                CAST(:versions AS bigint[]), CAST(:added AS bigint[]))
-         AS v(user_id, last_seq, version, added)
-    WHERE s.user_id = v.user_id
-    """
-)
+# The new rows, each inbox advanced to its last new seq, and the unread counts after
+# (the counter less the unread rows already expired: `unread_counts`), in one statement.
+# The count's subquery sees the rows as they were before the statement, which is what
+# it needs: a new row of an event never expires.
+_INSERT_AND_ADVANCE = """
+    WITH inserted AS (
+        INSERT INTO notifier.notifications (id, user_id, seq, event_id, type, level,
+            priority, title, body, data, created_at, silent)
+        SELECT i, u, q, e, t, l, p, ti, b, d::jsonb, c, si
+        FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[], $5::text[],
+                    $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                    $11::timestamptz[], $12::bool[])
+             AS r(i, u, q, e, t, l, p, ti, b, d, c, si)
+    ), advanced AS (
+        UPDATE notifier.inbox_state AS s
+        SET last_seq = v.last_seq, version = v.version, unread = s.unread + v.added
+        FROM unnest($13::uuid[], $14::bigint[], $15::bigint[], $16::bigint[])
+             AS v(user_id, last_seq, version, added)
+        WHERE s.user_id = v.user_id
+        RETURNING s.user_id, s.unread
+    )
+    SELECT a.user_id::text, a.unread - (
+        SELECT count(*) FROM notifier.notifications e
+        WHERE e.user_id = a.user_id AND e.read_at IS NULL
+          AND e.expires_at IS NOT NULL AND e.expires_at <= $17)
+    FROM advanced a
+"""
+
+_OVERRIDES = "SELECT type, audience, level, priority, title, body FROM notifier.template_overrides"
+
+
+@dataclass
+class Locked:
+    """The inboxes of a batch, locked until the transaction ends: `state` maps each
+    user to [last_seq, version] (bumped in place as seqs are handed out), `preferences`
+    holds the saved preferences of those who have any, and `templates_version` is the
+    template overrides' version as this transaction sees it."""
+
+    state: dict[str, list[int]]
+    preferences: dict[str, Preferences]
+    templates_version: int
+
+
+async def lock_inboxes(conn: asyncpg.Connection, user_ids: list[str]) -> Locked:
+    """Lock the inboxes of `user_ids` (made when new) in ascending user id order, the
+    module's lock order, and read their saved preferences and the templates version:
+    one round trip, inside the caller's transaction."""
+    rows = await conn.fetch(_LOCK_INBOXES, sorted(set(user_ids)))
+    return Locked(
+        state={r["user_id"]: [r["last_seq"], r["version"]] for r in rows},
+        preferences={r["user_id"]: _prefs_of(r) for r in rows if r["saved"]},
+        templates_version=rows[0]["templates_version"] if rows else -1,
+    )
+
+
+def _prefs_of(r: asyncpg.Record) -> Preferences:
+    quiet = None
+    if r["quiet_start"] is not None:
+        quiet = QuietHours(r["quiet_start"], r["quiet_end"], r["quiet_timezone"])
+    return Preferences(
+        muted_types=list(r["muted_types"]), quiet_hours=quiet, websocket=r["websocket"]
+    )
+
+
+async def override_rows(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every template override: records of (type, audience, level, priority, title,
+    body)."""
+    return await conn.fetch(_OVERRIDES)
 
 
 async def store_many(
-    conn: AsyncConnection, items: list[NewNotification], now: datetime
+    conn: asyncpg.Connection,
+    items: list[NewNotification],
+    now: datetime,
+    locked: Locked | None = None,
 ) -> list[Stored]:
-    """Store many notifications (of many events and users) in a few statements, in the
-    caller's transaction: each user's seqs continue gaplessly in the order of `items`,
-    and an (event_id, user_id) already stored, or repeated in `items`, is skipped. The
-    inboxes are locked first, in user id order (the module's lock order), so the check
-    for already stored rows sees every concurrent replica's committed work.
-    Returns the new ones in the order of `items`."""
+    """Store many notifications (of many events and users) in the caller's transaction
+    on a raw connection: each user's seqs continue gaplessly in the order of `items`,
+    and an (event_id, user_id) already stored, or repeated in `items`, is skipped.
+    `locked` is what `lock_inboxes` returned for these users (taken here when None); the
+    check for already stored rows comes after the lock, so it sees every concurrent
+    replica's committed work. Three round trips at most: lock (unless given), check
+    (only for items with an event id), insert and advance. Returns the new ones in the
+    order of `items`."""
     if not items:
         return []
-    user_ids = sorted({i.user_id for i in items})
-    state = {
-        r.user_id: [r.last_seq, r.version]
-        for r in await conn.execute(_LOCK_INBOXES, {"user_ids": user_ids})
-    }
+    if locked is None:
+        locked = await lock_inboxes(conn, [i.user_id for i in items])
+    state = locked.state
     keyed = [i for i in items if i.event_id is not None]
     seen: set[tuple[str, str]] = set()
     if keyed:
-        rows = await conn.execute(
-            _ALREADY_STORED,
-            {"event_ids": [i.event_id for i in keyed], "user_ids": [i.user_id for i in keyed]},
+        rows = await conn.fetch(
+            _ALREADY_STORED, [i.event_id for i in keyed], [i.user_id for i in keyed]
         )
-        seen = {(r.event_id, r.user_id) for r in rows}
+        seen = {(r[0], r[1]) for r in rows}
     fresh: list[tuple[NewNotification, int, int]] = []
     for item in items:
         if item.event_id is not None:
@@ -236,38 +300,29 @@ async def store_many(
         fresh.append((item, slot[0], slot[1]))
     if not fresh:
         return []
-    await conn.execute(
-        n.insert(),
-        [
-            {
-                "id": i.id,
-                "user_id": i.user_id,
-                "seq": seq,
-                "event_id": i.event_id,
-                "type": i.type,
-                "level": i.level,
-                "priority": i.priority,
-                "title": i.title,
-                "body": i.body,
-                "data": i.data,
-                "created_at": i.created_at,
-                "silent": i.silent,
-            }
-            for i, seq, _ in fresh
-        ],
-    )
     touched = sorted({i.user_id for i, _, _ in fresh})
     after = Counter(i.user_id for i, _, _ in fresh)
-    await conn.execute(
-        _ADVANCE_INBOXES,
-        {
-            "user_ids": touched,
-            "last_seqs": [state[u][0] for u in touched],
-            "versions": [state[u][1] for u in touched],
-            "added": [after[u] for u in touched],
-        },
+    rows = await conn.fetch(
+        _INSERT_AND_ADVANCE,
+        [i.id for i, _, _ in fresh],
+        [i.user_id for i, _, _ in fresh],
+        [seq for _, seq, _ in fresh],
+        [i.event_id for i, _, _ in fresh],
+        [i.type for i, _, _ in fresh],
+        [i.level for i, _, _ in fresh],
+        [i.priority for i, _, _ in fresh],
+        [i.title for i, _, _ in fresh],
+        [i.body for i, _, _ in fresh],
+        [_json.encode(i.data).decode() for i, _, _ in fresh],
+        [i.created_at for i, _, _ in fresh],
+        [i.silent for i, _, _ in fresh],
+        touched,
+        [state[u][0] for u in touched],
+        [state[u][1] for u in touched],
+        [after[u] for u in touched],
+        now,
     )
-    counts = await unread_counts(conn, touched, now)
+    counts = {r[0]: int(r[1]) for r in rows}
     # Unread after the k-th new one of a user = final count - (new ones after it),
     # exact because the inbox stays locked until commit.
     out = []
@@ -386,6 +441,25 @@ async def ack(conn: AsyncConnection, user_id: str, seq: int, now: datetime) -> d
             .returning(n.c.delivered_at)
         )
     ).scalar()
+
+
+_ACK_BATCH = """
+    UPDATE notifier.notifications AS n SET delivered_at = coalesce(n.delivered_at, $3)
+    FROM unnest($1::uuid[], $2::bigint[]) AS k(user_id, seq)
+    WHERE n.user_id = k.user_id AND n.seq = k.seq
+    RETURNING n.user_id::text, n.seq
+"""
+
+
+async def ack_batch(
+    conn: asyncpg.Connection, acks: list[tuple[str, int]], now: datetime
+) -> set[tuple[str, int]]:
+    """Record delivered_at = `now` (first delivery only) of each (user_id, seq) in one
+    autocommit statement; returns the pairs that exist."""
+    if not acks:
+        return set()
+    rows = await conn.fetch(_ACK_BATCH, [u for u, _ in acks], [q for _, q in acks], now)
+    return {(r[0], r[1]) for r in rows}
 
 
 # ----- reads -----
@@ -564,11 +638,26 @@ async def delete_override(conn: AsyncConnection, type_: str, audience: str) -> N
 # ----- users and admin sends -----
 
 
-async def upsert_user(conn: AsyncConnection, user_id: str, roles: list[str], at: datetime) -> None:
+_UPSERT_USERS = """
+    INSERT INTO notifier.users AS x (user_id, roles, registered_at)
+    SELECT u, ARRAY(SELECT jsonb_array_elements_text(r::jsonb)), t
+    FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS v(u, r, t)
+    ON CONFLICT (user_id) DO UPDATE SET roles = excluded.roles
+"""
+
+
+async def upsert_users(
+    conn: asyncpg.Connection, registered: dict[str, tuple[list[str], datetime]]
+) -> None:
+    """Remember users and their roles in one statement: `registered` maps a user id to
+    (roles, registered at). A user already known keeps their first registered_at and
+    takes the roles given."""
+    ids = list(registered)
     await conn.execute(
-        pg_insert(users)
-        .values(user_id=user_id, roles=roles, registered_at=at)
-        .on_conflict_do_update(index_elements=[users.c.user_id], set_={"roles": roles})
+        _UPSERT_USERS,
+        ids,
+        [_json.encode(registered[u][0]).decode() for u in ids],
+        [registered[u][1] for u in ids],
     )
 
 

@@ -123,3 +123,29 @@ def effective(
         for key, template in domain.DEFAULT_TEMPLATES.items()
         if key[0] == event_type
     }
+
+
+class OverridesCache:
+    """The template overrides as of `version` (the counter in notifier.templates_state,
+    bumped by a trigger on every change; -1 when never loaded), kept between batches so
+    a batch reads the overrides only when the counter it sees in its own transaction has
+    moved: a change saved through any replica applies to the next batch everywhere."""
+
+    def __init__(self) -> None:
+        self.version = -1
+        self._by_type: dict[str, dict[tuple[str, str], domain.Template]] = {}
+
+    def load(self, version: int, rows: list[Any]) -> None:
+        """Replace the overrides with `rows` (each with type, audience, level, priority,
+        title and body, by key) as of `version`."""
+        by_type: dict[str, dict[tuple[str, str], domain.Template]] = {}
+        for r in rows:
+            by_type.setdefault(r["type"], {})[(r["type"], r["audience"])] = domain.Template(
+                r["level"], r["priority"], r["title"], r["body"]
+            )
+        self._by_type = by_type
+        self.version = version
+
+    def effective(self, event_type: str) -> dict[tuple[str, str], domain.Template]:
+        """`effective(event_type, overrides)` with the cached overrides."""
+        return effective(event_type, self._by_type.get(event_type, {}))

@@ -141,6 +141,11 @@ async def run_pull_consumer(
             log.exception("fetch failed", durable=durable)
             await asyncio.sleep(1.0)
             continue
+        if not msgs:
+            # nats-py can end a fetch with no message and no error (a status such as
+            # 408 or 409 while the connection drains or the server restarts): a
+            # crashed consumer task would stop the service (seen in an e2e run).
+            continue
         # Each delivered message says how many were still undelivered behind it.
         pending.set(msgs[-1].metadata.num_pending)
         keeper = asyncio.create_task(_keep_in_progress(msgs, ack_wait / 3))

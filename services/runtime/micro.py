@@ -27,6 +27,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.micro import ServiceConfig, add_service
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 from nats.micro.service import EndpointConfig, Service
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.contracts.errors import DomainError, ErrorBody
 from services.contracts.limits import explain
@@ -127,6 +128,11 @@ class MicroServer:
             if is_disconnect(e):
                 log.warning("database connection lost", subject=ep.subject)
                 error = DomainError("unavailable", DISCONNECTED)
+            elif isinstance(e, PoolTimeout):
+                # Every pooled connection busy for the pool's timeout: overloaded, not
+                # broken; the api turns this into 503 with Retry-After.
+                log.warning("database pool exhausted", subject=ep.subject)
+                error = DomainError("unavailable", "The service is busy; retry in a moment.")
             else:
                 log.exception("request failed", subject=ep.subject)
                 error = DomainError("internal", "Internal error")

@@ -241,11 +241,15 @@ async def publish_in_order(
     see docs/replay.md, "Where the time goes"). One connection keeps the order, so the stream
     stores them in this order.
     """
-    acks = [await js.publish_async(s, p, headers=h) for s, p, h in messages]
+    acks: list[asyncio.Future] = []
     try:
+        for s, p, h in messages:
+            acks.append(await js.publish_async(s, p, headers=h))
         await asyncio.wait_for(asyncio.gather(*acks), timeout)
     finally:
-        for ack in acks:  # on a timeout or refusal, free what is still waiting
+        # On a timeout, a refusal or a publish that failed halfway through the list,
+        # free what is still waiting.
+        for ack in acks:
             ack.cancel()
 
 

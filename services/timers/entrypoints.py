@@ -38,7 +38,7 @@ async def serve(
         run_pull_consumer(
             js,
             subjects.EVENTS_STREAM,
-            "timers",
+            subjects.DURABLE_TIMERS,
             [*domain.SCHEDULING_EVENTS, *domain.REMOVING_EVENTS],
             handle,
             stop,

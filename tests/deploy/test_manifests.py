@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from services.api.entrypoints import GRACEFUL_SECONDS, SOCKET_CLOSE_SECONDS
 from services.cli import SERVICES
 from services.contracts import subjects
 from services.notifier.entrypoints import USERS_DURABLE
@@ -17,6 +18,8 @@ from tests.deploy.conftest import OVERLAYS, ROOT, TOOLS, objects, run
 # The oldest Kubernetes the manifests support, and the newest the validator knows.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 DATABASE_SERVICES = {"api", "bookings", "notifier"}  # timers has no database
+# What a service's stop needs after its own steps: the outbox relay and NATS drain.
+NATS_DRAIN_ALLOWANCE = 20
 
 
 def by_kind(path: Path, kind: str) -> dict[str, dict]:
@@ -168,9 +171,23 @@ def test_production_connects_to_nats_with_tls_and_a_creds_file_per_service(rende
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_api_drains_for_longer_than_its_probe_needs_and_within_its_grace(rendered, overlay):
+    d = deployments(rendered[overlay])["api"]
+    c = container(d)
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    drain = float(env["PARKMATE_DRAIN_SECONDS"])
+    probe = c["readinessProbe"]
+    # A load balancer probing /readyz sees the 503 before the api stops listening.
+    assert drain > probe["periodSeconds"] * probe["failureThreshold"] + probe["timeoutSeconds"]
+    assert "lifecycle" not in c, "the drain time replaces a preStop sleep"
+    grace = d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= drain + SOCKET_CLOSE_SECONDS + GRACEFUL_SECONDS + NATS_DRAIN_ALLOWANCE
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_setting_the_manifests_give_is_one_the_code_reads(rendered, overlay):
     code = "\n".join(p.read_text() for p in (ROOT / "services").rglob("*.py"))
-    read = set(re.findall(r'env\("([A-Z_]+)"', code))
+    read = set(re.findall(r'env(?:_int|_number)?\("([A-Z_]+)"', code))
     given = set()
     for o in objects(rendered[overlay]):
         if o["kind"] == "ConfigMap":
@@ -181,8 +198,7 @@ def test_every_setting_the_manifests_give_is_one_the_code_reads(rendered, overla
                 given |= {e["name"] for e in c.get("env", [])}
     for name in given:
         base = name.removeprefix("PARKMATE_").removesuffix("_FILE")
-        assert base in read or name == "PARKMATE_DB_POOL_SIZE", name
-    assert "PARKMATE_DB_POOL_SIZE" in code
+        assert base in read, name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -228,18 +244,19 @@ def test_production_scales_on_consumer_lag_of_the_durables_the_services_bind(ren
     }
     assert (lag["parkmate-bookings"]["stream"], lag["parkmate-bookings"]["consumer"]) == (
         subjects.TIMERS_STREAM,
-        "bookings-timers",
+        subjects.DURABLE_BOOKINGS_TIMERS,
     )
     assert (lag["parkmate-notifier"]["stream"], lag["parkmate-notifier"]["consumer"]) == (
         subjects.EVENTS_STREAM,
-        "notifier",
+        subjects.DURABLE_NOTIFIER,
     )
+    # The services bind those very durables (names in services/contracts/subjects.py).
     sources = {
-        "bookings-timers": (ROOT / "services/bookings/entrypoints.py").read_text(),
-        "notifier": (ROOT / "services/notifier/entrypoints.py").read_text(),
+        "DURABLE_BOOKINGS_TIMERS": (ROOT / "services/bookings/entrypoints.py").read_text(),
+        "DURABLE_NOTIFIER": (ROOT / "services/notifier/entrypoints.py").read_text(),
     }
     for durable, source in sources.items():
-        assert f'"{durable}",' in source, durable
+        assert f"subjects.{durable}," in source, durable
     assert USERS_DURABLE != "notifier"
     hpas = {o["metadata"]["name"] for o in docs if o["kind"] == "HorizontalPodAutoscaler"}
     assert hpas == {"parkmate-api"}  # KEDA makes the others' HPAs; two would fight

@@ -116,6 +116,35 @@ async def test_idempotency_key_replays_and_rejects_another_body(api):
     assert other.status_code == 422 and "another request" in other.json()["detail"]
 
 
+async def test_concurrent_keys_share_statements_and_each_runs_once(api):
+    """Requests that arrive together share a claim statement (runtime/coalesce.py): each
+    key still runs once, and a key sent five times at once makes one vehicle."""
+    token = await register(api)
+
+    def add(plate: str, key: str):
+        headers = auth(token) | {"Idempotency-Key": key}
+        return api.post("/vehicles", json={"plate": plate}, headers=headers)
+
+    distinct = [add(f"AB{n:02d} CDE", f"many-{n}") for n in range(20)]
+    same = [add("ZZ99 ZZZ", "many-same") for _ in range(5)]
+    answers = await asyncio.gather(*distinct, *same)
+    assert [r.status_code for r in answers[:20]] == [201] * 20, [r.text for r in answers]
+    assert len({r.json()["id"] for r in answers[:20]}) == 20
+    ran = [
+        r for r in answers[20:] if r.status_code == 201 and "idempotent-replayed" not in r.headers
+    ]
+    assert len(ran) == 1
+    for r in answers[20:]:
+        assert r.status_code in (201, 409), r.text
+        if r.status_code == 201:
+            assert r.json()["id"] == ran[0].json()["id"]
+    retry = await add("ZZ99 ZZZ", "many-same")
+    assert retry.status_code == 201 and retry.headers["idempotent-replayed"] == "true"
+    assert retry.json()["id"] == ran[0].json()["id"]
+    plates = [v["plate"] for v in (await api.get("/vehicles", headers=auth(token))).json()["items"]]
+    assert sorted(plates) == sorted([f"AB{n:02d}CDE" for n in range(20)] + ["ZZ99ZZZ"])
+
+
 async def test_idempotency_keys_older_than_their_retention_are_purged(api, database_url):
     body = {"email": "old@example.com", "password": "secret-pw", "full_name": "O"}
     first = await api.post("/auth/register", json=body, headers={"Idempotency-Key": "old"})

@@ -265,6 +265,49 @@ async def test_sweep_expires_an_overdue_booking_whose_timer_never_came(nats_url,
         assert len(await eventually(lambda: events(nc, subjects.BOOKING_EXPIRING))) == 1
 
 
+async def test_sweep_applies_many_overdue_bookings_in_batches(nats_url, database_url, monkeypatch):
+    from services.bookings.handlers import timers
+    from services.bookings.handlers.common import Deps
+    from services.bookings.payments import SimulatedProvider
+    from services.runtime.db import make_engine
+
+    # Batches of 3 fires: the second booking's warning and expiry fall into two of them.
+    monkeypatch.setattr(timers, "SWEEP_BATCH", 3)
+    async with (
+        running(serve, Settings(Common(nats_url, database_url))),
+        nats_client(nats_url) as nc,
+    ):
+        lot = await make_lot(nc, slot_count=3, booking_seconds=60, warning_seconds=10)
+        made = [
+            await call(
+                nc,
+                subjects.BOOKINGS_BOOKING_CREATE,
+                c.CreateBooking(actor=DRIVER, slot_id=slot.id),
+                c.BookingView,
+            )
+            for slot in lot.slots
+        ]
+        ids = {b.id for b in made}
+        engine = make_engine(database_url, pool_size=1)
+        later = max(b.end_time for b in made) + timedelta(seconds=45)
+        deps = Deps(engine=engine, payments=SimulatedProvider(), clock=lambda: later)
+        try:
+            assert await timers.sweep_overdue(deps, overdue_seconds=30) == 3
+            assert await timers.sweep_overdue(deps, overdue_seconds=30) == 0
+        finally:
+            await engine.dispose()
+        for b in made:
+            assert (await get(nc, b.id)).status == "expired"
+
+        async def of_these(subject):
+            found = [e for _, e in await events(nc, subject) if e.subject in ids]
+            return found if len(found) >= 3 else None
+
+        for subject in (subjects.BOOKING_EXPIRING, subjects.BOOKING_EXPIRED):
+            found = await eventually(lambda subject=subject: of_these(subject))
+            assert sorted(e.subject for e in found) == sorted(ids), subject
+
+
 async def test_one_batch_of_fires_is_applied_in_order_per_booking(nats_url, database_url):
     from services.bookings.handlers.common import Deps
     from services.bookings.handlers.timers import on_timers_fired

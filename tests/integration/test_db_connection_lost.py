@@ -81,6 +81,35 @@ async def test_a_killed_backend_under_a_raw_connection_is_unavailable_once(
         await engine.dispose()
 
 
+async def test_an_exhausted_pool_is_unavailable_not_internal(nats_url, database_url):
+    """Every pooled connection busy for the pool's timeout: the service is overloaded,
+    and the caller gets `unavailable` (503 at the api), not `internal` (500)."""
+    engine = make_engine(database_url, pool_size=1)
+    engine.pool._timeout = 0.2  # seconds a checkout waits for a free connection
+    nc = await nats.connect(nats_url)
+
+    async def handle(_: Ping) -> Pong:
+        async with engine.connect() as conn:
+            pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+        return Pong(backend_pid=pid)
+
+    server = MicroServer(
+        nc, "pooltest", "0.0.1", "test", [Endpoint("pooltest.ping", Ping, handle, Pong)]
+    )
+    await server.start()
+    try:
+        async with engine.connect() as held:  # the pool's only connection, kept busy
+            await held.execute(sa.text("SELECT 1"))
+            with pytest.raises(RemoteError) as busy:
+                await call(nc, "pooltest.ping", Ping(), Pong)
+        assert busy.value.code == "unavailable" and "retry" in busy.value.detail
+        assert (await call(nc, "pooltest.ping", Ping(), Pong)).backend_pid > 0
+    finally:
+        await server.stop()
+        await nc.close()
+        await engine.dispose()
+
+
 async def test_postgresql_down_is_unavailable_not_an_internal_error(nats_url):
     """No server at all (PostgreSQL stopped, or still starting after a restart): the
     connect fails, which is `unavailable` (503 at the api) like a lost connection."""

@@ -12,6 +12,7 @@ import jwt
 import pytest
 import sqlalchemy as sa
 import websockets
+from argon2 import PasswordHasher, extract_parameters
 
 from services.api import identity, logins, storage
 from services.api.config import Settings as ApiSettings
@@ -138,6 +139,97 @@ async def test_the_allowance_comes_back_and_a_429_is_never_replayed(nats_url, da
         # Retrying with the same Idempotency-Key runs the login again once allowed.
         again = await eventually(allowed, timeout=10, interval=0.2)
         assert again.status_code == 200 and "idempotent-replayed" not in again.headers
+
+
+async def test_registrations_from_one_address_are_limited(nats_url, database_url):
+    limits = {"register_address_attempts": 3, "register_address_window_seconds": 60}
+    async with api(nats_url, database_url, **limits) as http:
+
+        async def register_from(address: str, email: str) -> httpx.Response:
+            return await http.post(
+                "/auth/register",
+                json={"email": email, "password": PASSWORD, "full_name": "X"},
+                headers={"X-Forwarded-For": address},
+            )
+
+        assert (await register_from("198.51.100.1", "a1@example.com")).status_code == 201
+        assert (await register_from("198.51.100.1", "a2@example.com")).status_code == 201
+        # An email already taken counts too: registering is a way to probe emails.
+        assert (await register_from("198.51.100.1", "a1@example.com")).status_code == 409
+        refused = await register_from("198.51.100.1", "a3@example.com")
+        assert refused.status_code == 429, refused.text
+        # 60 s / 3: the first attempt's share is back 20 s after it was made.
+        wait = int(refused.headers["retry-after"])
+        assert 15 <= wait <= 20
+        assert refused.json()["detail"] == (
+            f"Too many registrations from your address; try again in {wait} s."
+        )
+        # Nothing was created for it, and another address is not affected.
+        assert (await login(http, "a3@example.com", PASSWORD)).status_code == 401
+        assert (await register_from("203.0.113.9", "a3@example.com")).status_code == 201
+        # Concurrent attempts cannot slip past: 3 of 8 from a fresh address get through.
+        answers = await asyncio.gather(
+            *(register_from("192.0.2.50", f"c{i}@example.com") for i in range(8))
+        )
+        assert sorted(r.status_code for r in answers) == [201] * 3 + [429] * 5
+
+
+class CountingHasher(PasswordHasher):
+    """The real argon2 hasher, recording the hash each `verify` worked against (so a
+    test compares the argon2 work of two logins, not their wall time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verified: list[str] = []
+
+    def verify(self, hash, password) -> bool:
+        self.verified.append(hash if isinstance(hash, str) else hash.decode())
+        return super().verify(hash, password)
+
+
+async def test_an_unknown_email_costs_the_same_argon2_work_as_a_wrong_password(
+    nats_url, database_url, monkeypatch
+):
+    hasher = CountingHasher()
+    monkeypatch.setattr(identity, "_hasher", hasher)
+    async with api(nats_url, database_url) as http:
+        await register(http, "ann@example.com")
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            async with engine.connect() as conn:
+                real = (
+                    await conn.execute(
+                        sa.select(storage.users.c.password_hash).where(
+                            storage.users.c.email == "ann@example.com"
+                        )
+                    )
+                ).scalar_one()
+        finally:
+            await engine.dispose()
+        work = {}
+        for email in ("ann@example.com", "nobody@example.com"):
+            hasher.verified.clear()
+            r = await login(http, email, "wrong-pw")
+            assert r.status_code == 401 and r.json()["detail"] == "Wrong email or password."
+            work[email] = [extract_parameters(h) for h in hasher.verified]
+        # One verify each, with the same argon2 parameters (memory, time, parallelism).
+        assert work["ann@example.com"] == [extract_parameters(real)]
+        assert work["nobody@example.com"] == work["ann@example.com"]
+        # An account made in bulk without a password is no faster to probe either.
+        admin = auth_headers(identity.issue_token(identity.Keyring.of(SECRET), "a", ["admin"], 60))
+        r = await http.post(
+            "/admin/users/bulk",
+            headers=admin,
+            json={"users": [{"email": "bulk@example.com", "full_name": "B"}]},
+        )
+        assert r.status_code == 201, r.text
+        hasher.verified.clear()
+        assert (await login(http, "bulk@example.com", "any-password")).status_code == 401
+        assert [extract_parameters(h) for h in hasher.verified] == work["ann@example.com"]
+
+
+def auth_headers(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_purge_drops_throttling_rows_that_limit_nothing(database_url):

@@ -242,6 +242,32 @@ async def test_ack_records_delivered_at(nc, notifier, clock):
     assert e.value.code == "not_found"
 
 
+async def test_a_batch_of_acks_records_each_and_names_the_missing(nc, notifier, clock):
+    ann, bob = await register(nc), await register(nc)
+    await known(nc, [ann, bob])
+    for _ in range(2):
+        await send(nc, audience=n.Audience(user_ids=[ann, bob]))
+    first = clock.now
+    await call(nc, subjects.NOTIFIER_INBOX_ACK, n.AckRequest(ann, 1), n.Acked)
+    clock.now += timedelta(minutes=1)
+    items = [
+        n.AckRequest(ann, 1),  # acked before: keeps its first time
+        n.AckRequest(ann, 2),
+        n.AckRequest(ann, 2),  # twice in one batch
+        n.AckRequest(bob, 1),
+        n.AckRequest(bob, 3),  # no such seq
+        n.AckRequest("not-a-uuid", 1),
+    ]
+    result = await call(
+        nc, subjects.NOTIFIER_INBOX_ACK_BATCH, n.AckBatch(items=items), n.AckBatchResult
+    )
+    assert result.missing == [4, 5]
+    delivered = {x.seq: x.delivered_at for x in (await page(nc, ann)).items}
+    assert delivered == {1: first, 2: clock.now}
+    delivered = {x.seq: x.delivered_at for x in (await page(nc, bob)).items}
+    assert delivered == {1: clock.now, 2: None}
+
+
 async def put_prefs(nc, user, **kw) -> n.Preferences:
     return await call(
         nc,
@@ -358,6 +384,12 @@ async def test_template_override_applies_to_the_next_event_on_every_replica(
 
     settings = Settings(Common(nats_url, database_url))
     async with running(serve, settings):  # a second replica, started before the change
+        # Both replicas cache the overrides as they are before the change.
+        warm = str(uuid7())
+        for _ in range(4):
+            await publish(nc, event(subjects.BOOKING_CREATED, warm, owner))
+        await eventually(lambda: _last(nc, warm, 4))
+        assert {x.title for x in (await page(nc, warm)).items} == {"Booking confirmed"}
         view = await call(
             nc,
             subjects.NOTIFIER_TEMPLATES_PUT,
@@ -387,6 +419,9 @@ async def test_template_override_applies_to_the_next_event_on_every_replica(
         n.TemplateView,
     )
     assert not reset.overridden and reset.title == "Booking confirmed"
+    await publish(nc, event(subjects.BOOKING_CREATED, driver, owner))
+    await eventually(lambda: _last(nc, driver, 5))
+    assert (await page(nc, driver)).items[0].title == "Booking confirmed"
     with pytest.raises(RemoteError) as e:
         await call(
             nc,

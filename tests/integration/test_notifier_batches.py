@@ -136,3 +136,42 @@ async def _last_seq(nc, user, seq):
 async def _all_settled(nc):
     info = await nc.jetstream().consumer_info(subjects.EVENTS_STREAM, "notifier")
     return info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_a_batch_of_registrations_is_one_upsert_with_the_later_roles(deps):
+    from services.contracts.envelope import new_event
+    from services.contracts.identity import UserRegisteredData
+
+    ann, bob = str(uuid7()), str(uuid7())
+
+    def registered(user_id: str, roles: list[str]):
+        data = UserRegisteredData(
+            user_id=user_id, email="x@example.com", full_name="X", roles=roles
+        )
+        return new_event(subjects.USER_REGISTERED, "identity", data, user_id)
+
+    first = registered(ann, ["driver"])
+    batch = [
+        first,
+        event(subjects.BOOKING_CREATED, bob, ann),  # not a registration: skipped here
+        registered(bob, ["owner"]),
+        registered(ann, ["driver", "owner"]),
+    ]
+    await handlers.on_user_events(deps, encoded(*batch))
+    async with deps.engine.connect() as conn:
+        rows = {
+            r.user_id: r
+            for r in await conn.execute(
+                storage.users.select().where(storage.users.c.user_id.in_([ann, bob]))
+            )
+        }
+    assert rows[ann].roles == ["driver", "owner"]
+    assert rows[ann].registered_at == first.time
+    assert rows[bob].roles == ["owner"]
+    # A later batch changes the roles of a known user and keeps when they registered.
+    await handlers.on_user_events(deps, encoded(registered(ann, ["admin"])))
+    async with deps.engine.connect() as conn:
+        row = (
+            await conn.execute(storage.users.select().where(storage.users.c.user_id == ann))
+        ).one()
+    assert row.roles == ["admin"] and row.registered_at == first.time

@@ -213,3 +213,29 @@ async def test_the_api_echoes_or_makes_a_request_id_on_every_answer(nats_url, da
             assert len(refused.headers["x-request-id"]) == 16
             unauthorized = await http.get("/api/v1/bookings")
             assert unauthorized.status_code == 401 and "x-request-id" in unauthorized.headers
+            # A malformed id on an api route is replaced, not refused (the header is
+            # documented, not validated).
+            odd = await http.get("/api/v1/bookings", headers={"X-Request-ID": "x" * 500})
+            assert odd.status_code == 401 and len(odd.headers["x-request-id"]) == 16
+            assert odd.headers["x-request-id"] != "3f2a9c0d1e4b5a67"  # the document's example
+            mine = await http.get("/api/v1/lots", headers={"X-Request-ID": "mine-1"})
+            assert mine.headers.get_list("x-request-id") == ["mine-1"]
+            # The OpenAPI document names the header: accepted on every operation, and
+            # sent back on its answers.
+            schema = (await http.get("/schema/openapi.json")).json()
+            operations = [
+                op
+                for path, item in schema["paths"].items()
+                if path.startswith("/api/v1/")
+                for method, op in item.items()
+                if method in ("get", "post", "put", "patch", "delete")
+            ]
+            assert len(operations) > 30
+            for op in operations:
+                params = {(p["in"], p["name"]) for p in op.get("parameters", [])}
+                assert ("header", "X-Request-ID") in params, op["operationId"]
+                success = [r for code, r in op["responses"].items() if code.startswith("2")]
+                headers = [r.get("headers", {}).get("X-Request-ID") for r in success]
+                assert all(h and h["schema"]["type"] == "string" for h in headers), op[
+                    "operationId"
+                ]

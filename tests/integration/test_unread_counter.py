@@ -54,7 +54,11 @@ async def test_the_counter_matches_a_count_after_every_kind_of_change(database_u
     users = [ann, bob]
     try:
         async with engine.begin() as conn:
-            stored = await storage.store_many(conn, [note(ann), note(ann), note(bob)], T0)
+            stored = await storage.store_many(
+                (await conn.get_raw_connection()).driver_connection,
+                [note(ann), note(ann), note(bob)],
+                T0,
+            )
             assert [s.unread_count for s in stored] == [1, 2, 1]
             for expires in (T0 + timedelta(minutes=5), None):
                 await storage.bulk_store(

@@ -92,3 +92,12 @@ def test_a_struct_docstring_is_described_the_same_indented_or_not():
 
     assert described(Indented) == described(Dedented)
     assert described(Dedented).endswith("UTC datetimes;\n`version` grows by one.")
+
+
+def test_dead_letter_subjects_are_documented_for_every_durable():
+    doc = json.loads(DOC.read_text())
+    channel = doc["channels"]["DeadDurable"]
+    assert channel["address"] == subjects.dead_letter_subject("{durable}")
+    assert channel["parameters"]["durable"]["enum"] == list(subjects.DURABLES)
+    headers = doc["components"]["messages"]["DeadDurable"]["headers"]["properties"]
+    assert {"Parkmate-Dead-Subject", "Parkmate-Dead-Error", "Nats-Msg-Id"} <= set(headers)

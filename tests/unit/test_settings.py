@@ -47,6 +47,7 @@ def test_defaults(environ):
     assert api.common.db_pool_size == 20 and api.common.startup_timeout == 60
     assert (api.login_account_attempts, api.login_account_window_seconds) == (5, 300)
     assert (api.login_address_attempts, api.login_address_window_seconds) == (20, 300)
+    assert (api.register_address_attempts, api.register_address_window_seconds) == (30, 3600)
     assert api.trusted_proxies == ("127.0.0.1", "::1")
     assert api.jwt_previous_secrets == ()
     bookings = BookingsSettings.from_env()
@@ -115,6 +116,8 @@ BAD = [
     (["api"], "LOGIN_ACCOUNT_WINDOW_SECONDS", "0", "greater than 0"),
     (["api"], "LOGIN_ADDRESS_ATTEMPTS", "many", "at least 1"),
     (["api"], "LOGIN_ADDRESS_WINDOW_SECONDS", "-5", "greater than 0"),
+    (["api"], "REGISTER_ADDRESS_ATTEMPTS", "0", "at least 1"),
+    (["api"], "REGISTER_ADDRESS_WINDOW_SECONDS", "0", "greater than 0"),
     (["api"], "TRUSTED_PROXIES", "10.0.0.0/8,proxy.local", "'proxy.local'"),
     (["api"], "JWT_SECRET", "", "Set PARKMATE_JWT_SECRET"),
     (["api"], "JWT_SECRET", "too-short", "at least 32 bytes"),

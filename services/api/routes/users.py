@@ -9,7 +9,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from services.api.auth import provide_actor
 from services.api.errors import responses
-from services.api.logins import Logins
+from services.api.logins import Logins, Registrations
 from services.api.routes.common import CursorQuery
 from services.api.users import Identity, Token, User, UserPage
 from services.contracts.bookings import Actor
@@ -48,14 +48,22 @@ def _identity(request: Request) -> Identity:
     return request.app.state.identity
 
 
+def _address(request: Request) -> str:
+    """The client's address (X-Forwarded-For's when the peer is a trusted proxy)."""
+    return request.client.host if request.client else "unknown"
+
+
 @post(
     "/auth/register",
     status_code=201,
-    responses=responses(400, 409, 422),
+    responses=responses(400, 409, 422, 429),
     summary="Register as a driver",
 )
 async def register(request: Request, data: JSONBody[RegisterIn]) -> User:
-    """201 the new user with roles ["driver"]; 409 when the email is taken."""
+    """201 the new user with roles ["driver"]; 409 when the email is taken; 429 with
+    Retry-After after too many registrations from the client's address."""
+    registrations: Registrations = request.app.state.registrations
+    await registrations.admit(_address(request))
     return await _identity(request).create_user(
         data.email, data.password, data.full_name, ["driver"]
     )
@@ -71,8 +79,7 @@ async def login(request: Request, data: JSONBody[LoginIn]) -> Token:
     """A JWT access token; 401 on a wrong email or password; 429 with Retry-After after
     too many failed logins for the account or from the client's address."""
     logins: Logins = request.app.state.logins
-    address = request.client.host if request.client else "unknown"
-    return await logins.login(data.email, data.password, address)
+    return await logins.login(data.email, data.password, _address(request))
 
 
 @get(

@@ -17,6 +17,10 @@ from services.contracts.timers import TimerFired
 from services.runtime.metrics import TIMER_LATENESS
 from services.runtime.outbox import pending
 
+# Fires per transaction in the overdue sweep (a booking's warning and expiry may fall
+# into two batches; they are still applied in order).
+SWEEP_BATCH = 50
+
 
 async def on_timer_fired(deps: Deps, fired: TimerFired) -> float | None:
     """`on_timers_fired` for one fired timer."""
@@ -108,7 +112,10 @@ async def sweep_overdue(deps: Deps, overdue_seconds: float, limit: int = 200) ->
     how many. A safety net, not the clock: the server-fired expiry normally comes within
     a second, but a fired timer can be lost (its TTL ran out while every bookings replica
     was down for longer). A booking not yet warned for its period is warned first (late)
-    rather than expired silently. Safe with replicas: rows are claimed with SKIP LOCKED."""
+    rather than expired silently. The fires are applied SWEEP_BATCH at a time, in one
+    transaction each, as the timer consumer's are: the sweep runs when the system is
+    already behind. Safe with replicas: each fire is judged against the locked row, so a
+    booking two replicas sweep at once is warned and expired once."""
     cutoff = deps.clock() - timedelta(seconds=overdue_seconds)
     async with deps.engine.connect() as conn:
         rows = (
@@ -124,28 +131,21 @@ async def sweep_overdue(deps: Deps, overdue_seconds: float, limit: int = 200) ->
                 .limit(limit)
             )
         ).all()
+    fires: list[TimerFired] = []
     for row in rows:
-        if row.warned_version != row.version:
-            # Its timers may be late rather than lost (an overloaded timer consumer):
-            # warn first, so the driver is never expired without a warning.
-            await on_timer_fired(
-                deps,
-                TimerFired(
-                    booking_id=row.id,
-                    kind="warning",
-                    version=row.version,
-                    end_time=row.end_time,
-                    fire_at=row.end_time,
-                ),
-            )
-        await on_timer_fired(
-            deps,
+        kinds = ("expiry",) if row.warned_version == row.version else ("warning", "expiry")
+        # A booking's warning goes first: its timers may be late rather than lost (an
+        # overloaded timer consumer), and a driver is never expired without a warning.
+        fires.extend(
             TimerFired(
                 booking_id=row.id,
-                kind="expiry",
+                kind=kind,
                 version=row.version,
                 end_time=row.end_time,
                 fire_at=row.end_time,
-            ),
+            )
+            for kind in kinds
         )
+    for start in range(0, len(fires), SWEEP_BATCH):
+        await on_timers_fired(deps, fires[start : start + SWEEP_BATCH])
     return len(rows)

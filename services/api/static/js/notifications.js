@@ -42,6 +42,8 @@ function Item({ item, markRead }) {
       <p>${item.body}</p>
       <p class="muted small">
         <time datetime=${item.created_at}>${dateTime(item.created_at)}</time> · ${item.type}
+        ${item.truncated &&
+        html` · <span class="shortened" title="Stored too long to show in full: cut to the limits">shortened</span>`}
         ${href && html` · <a href=${href}>Open</a>`}
       </p>
     </div>
