@@ -219,6 +219,20 @@ async def with_database(
             server.stop()
 
 
+def print_rows(rows: dict[str, dict], calls: str) -> None:
+    """Print `Cost.row()`s, one line per path; `calls` names what a call is."""
+    width = max(len(name) for name in rows)
+    print(
+        f"{'path':{width}} {calls:>7} {'stmts':>6} {'BEGIN':>6} {'END':>6} {'RTs':>6} {'CPU ms':>8}"
+    )
+    for name, r in rows.items():
+        print(
+            f"{name:{width}} {r['calls']:>7} {r['statements_per_call']:>6} "
+            f"{r['begin_per_call']:>6} {r['commit_or_rollback_per_call']:>6} "
+            f"{r['round_trips_per_call']:>6} {r['cpu_ms_per_call']:>8}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database-url", help="PostgreSQL where we may CREATE DATABASE")
@@ -227,13 +241,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     rows = asyncio.run(with_database(args.database_url, lambda url: run(url, args.n, args.batch)))
-    print(f"{'path':8} {'calls':>6} {'stmts':>6} {'BEGIN':>6} {'END':>6} {'RTs':>6} {'CPU ms':>8}")
-    for name, r in rows.items():
-        print(
-            f"{name:8} {r['calls']:>6} {r['statements_per_call']:>6} {r['begin_per_call']:>6} "
-            f"{r['commit_or_rollback_per_call']:>6} {r['round_trips_per_call']:>6} "
-            f"{r['cpu_ms_per_call']:>8}"
-        )
+    print_rows(rows, "calls")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

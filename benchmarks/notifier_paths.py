@@ -30,7 +30,7 @@ from pathlib import Path
 import msgspec
 import nats
 
-from benchmarks.bookings_paths import Cost, Counting, with_database
+from benchmarks.bookings_paths import Cost, Counting, print_rows, with_database
 from services.contracts import notifier as c
 from services.contracts import subjects
 from services.contracts.bookings import BookingEventData, Money
@@ -145,14 +145,7 @@ def main() -> None:
         )
     finally:
         server.stop()
-    header = ("path", "batches", "stmts", "BEGIN", "END", "RTs", "CPU ms")
-    print(f"{header[0]:14} " + " ".join(f"{h:>6}" for h in header[1:]))
-    for name, r in rows.items():
-        print(
-            f"{name:14} {r['calls']:>7} {r['statements_per_call']:>6} {r['begin_per_call']:>6} "
-            f"{r['commit_or_rollback_per_call']:>6} {r['round_trips_per_call']:>6} "
-            f"{r['cpu_ms_per_call']:>8}"
-        )
+    print_rows(rows, "batches")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
