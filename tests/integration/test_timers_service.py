@@ -150,3 +150,32 @@ async def test_a_fired_schedule_leaves_nothing_so_an_expiry_needs_no_purge(timer
         assert not info.state.subjects  # both schedules are gone
         consumer = await js.consumer_info(subjects.EVENTS_STREAM, "timers")
         assert subjects.BOOKING_EXPIRED not in consumer.config.filter_subjects
+
+
+async def test_a_late_older_event_never_replaces_a_newer_schedule(timers, nats_url):
+    """A `booking.created` redelivered after the `booking.renewed` made meanwhile (its
+    first handling failed while NATS was away) must leave the renewal's schedules: else
+    the renewed booking's warning and expiry never fire (seen in the nats-server kill
+    test, where only the overdue sweep ended the booking, half a minute late)."""
+    nc, fired = timers
+    now = datetime.now(UTC)
+    async with running(serve, Settings(nats_url)):
+        await publish(
+            nc,
+            subjects.BOOKING_RENEWED,
+            booking_event(subjects.BOOKING_RENEWED, "late", now + timedelta(seconds=3), version=2),
+        )
+
+        async def renewal_scheduled() -> bool:
+            info = await nc.jetstream().consumer_info(subjects.EVENTS_STREAM, "timers")
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await eventually(renewal_scheduled)
+        await publish(
+            nc,
+            subjects.BOOKING_CREATED,
+            booking_event(subjects.BOOKING_CREATED, "late", now + timedelta(seconds=1.5)),
+        )
+        await eventually(lambda: any(f.kind == "expiry" for _, f in fired), timeout=10)
+    got = [(f.booking_id, f.kind, f.version) for _, f in fired]
+    assert got == [("late", "warning", 2), ("late", "expiry", 2)]

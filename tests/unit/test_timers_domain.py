@@ -48,3 +48,10 @@ def test_rfc3339_is_utc_with_milliseconds_rounded_up_and_z():
     assert domain.rfc3339(END) == "2026-11-23T12:00:06.124Z"  # 06.123456: never early
     assert domain.rfc3339(END.replace(microsecond=123000)) == "2026-11-23T12:00:06.123Z"
     assert domain.rfc3339(END.replace(microsecond=999001)) == "2026-11-23T12:00:07.000Z"
+
+
+def test_only_a_newer_version_replaces_a_pending_schedule():
+    assert domain.replaces(None, 1)  # nothing pending: it fired, or was never made
+    assert domain.replaces(1, 2)  # a renewal
+    assert not domain.replaces(2, 2)  # the same schedule again: a redelivery
+    assert not domain.replaces(3, 2)  # a late event must not undo a renewal
