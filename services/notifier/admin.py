@@ -14,7 +14,7 @@ from services.contracts.errors import DomainError
 from services.contracts.ids import uuid7
 from services.contracts.limits import DATA_MAX_BYTES
 from services.notifier import domain, prefs, storage, templates
-from services.notifier.handlers import ROLES, Deps, publish, require_admin
+from services.notifier.handlers import ROLES, Deps, let_flusher_write, publish, require_admin
 
 log = structlog.get_logger()
 
@@ -190,7 +190,7 @@ async def admin_send(deps: Deps, req: c.AdminSend) -> c.SendResult:
         )
         counts = await storage.unread_counts(conn, [r.user_id for r in rows], now)
     stored = time.perf_counter()
-    for r in rows:
+    for i, r in enumerate(rows, 1):
         notification = c.Notification(
             id=r.id,
             seq=r.seq,
@@ -214,6 +214,7 @@ async def admin_send(deps: Deps, req: c.AdminSend) -> c.SendResult:
                 version=r.version,
             ),
         )
+        await let_flusher_write(i)
     await deps.nc.flush()
     log.info(
         "admin send",
