@@ -12,10 +12,14 @@ whose handling failed while NATS was away is redelivered after the `booking.rene
 made meanwhile. A schedule therefore never replaces one of a newer version
 (`replaces`), or the renewed booking's warning and expiry would be lost and only the
 overdue sweep would end it, half a minute late (seen in the nats-server kill test).
+The server enforces it: each publish names the subject's last sequence it expects
+(`Nats-Expected-Last-Subject-Sequence`), guessed from what this process stored before
+(`ScheduleBook`), and only a wrong guess costs a read.
 """
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from services.contracts import subjects
 from services.contracts.bookings import BookingEventData
@@ -23,6 +27,7 @@ from services.contracts.timers import TimerFired
 
 SCHEDULING_EVENTS = (subjects.BOOKING_CREATED, subjects.BOOKING_RENEWED)
 REMOVING_EVENTS = (subjects.BOOKING_CANCELLED, subjects.BOOKING_DECLINED)
+KINDS = ("warning", "expiry")
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ def schedules_for(booking: BookingEventData) -> list[Schedule]:
     """
     warn_at = booking.end_time - timedelta(seconds=booking.warning_seconds)
     out = []
-    for kind, at in (("warning", warn_at), ("expiry", booking.end_time)):
+    for kind, at in zip(KINDS, (warn_at, booking.end_time), strict=True):
         out.append(
             Schedule(
                 subject=subjects.timer_schedule_subject(booking.booking_id, kind),
@@ -80,3 +85,51 @@ def schedules_for(booking: BookingEventData) -> list[Schedule]:
             )
         )
     return out
+
+
+class Stored(NamedTuple):
+    """A schedule this process stored: its stream sequence, booking version and time."""
+
+    seq: int
+    version: int
+    fire_at: datetime
+
+
+class ScheduleBook:
+    """What this process last stored on each schedule subject, to guess the sequence a
+    conditional publish should expect without reading it first. Only a guess: the
+    server checks it, and a wrong one (another replica wrote the subject, the schedule
+    fired late, this process restarted) costs one read and a second try.
+
+    Bounded to `max_subjects` (two per booking); the oldest entries go first.
+    """
+
+    def __init__(self, max_subjects: int = 100_000) -> None:
+        self.max_subjects = max_subjects
+        self._stored: dict[str, Stored] = {}
+
+    def expected(self, subject: str, version: int, now: datetime) -> int | None:
+        """The sequence to expect on `subject` for a schedule of `version` at `now`
+        (UTC), or None: this process stored this version or a newer one there, so
+        nothing is to be published. 0 (the subject is empty) when nothing is known, or
+        when what was stored has fired by now (a fired one-shot schedule is removed)."""
+        stored = self._stored.get(subject)
+        if stored is None:
+            return 0
+        if not replaces(stored.version, version):
+            return None
+        return stored.seq if stored.fire_at > now else 0
+
+    def stored(self, subject: str, seq: int, version: int, fire_at: datetime) -> None:
+        """Remember that `subject` holds the schedule of `version` at `seq`."""
+        self._stored.pop(subject, None)  # re-inserted last: the newest entry
+        self._stored[subject] = Stored(seq, version, fire_at)
+        while len(self._stored) > self.max_subjects:
+            del self._stored[next(iter(self._stored))]
+
+    def forget(self, subject: str) -> None:
+        """Nothing is known of `subject` any more (purged, or read to be another's)."""
+        self._stored.pop(subject, None)
+
+    def __len__(self) -> int:
+        return len(self._stored)

@@ -30,8 +30,10 @@ async def serve(
     js = nc.jetstream()
     await natsconn.ensure_streams(js)
 
+    book = domain.ScheduleBook()
+
     async def handle(msg: Msg) -> None:
-        await handlers.on_booking_event(js, msg.data, settings.fired_ttl)
+        await handlers.on_booking_event(js, msg.data, settings.fired_ttl, book)
 
     consumer_ready = asyncio.Event()
     task = asyncio.create_task(

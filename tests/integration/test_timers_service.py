@@ -152,30 +152,38 @@ async def test_a_fired_schedule_leaves_nothing_so_an_expiry_needs_no_purge(timer
         assert subjects.BOOKING_EXPIRED not in consumer.config.filter_subjects
 
 
-async def test_a_late_older_event_never_replaces_a_newer_schedule(timers, nats_url):
+@pytest.mark.parametrize("restart", [False, True], ids=["same-process", "restarted"])
+async def test_a_late_older_event_never_replaces_a_newer_schedule(timers, nats_url, restart):
     """A `booking.created` redelivered after the `booking.renewed` made meanwhile (its
     first handling failed while NATS was away) must leave the renewal's schedules: else
     the renewed booking's warning and expiry never fire (seen in the nats-server kill
-    test, where only the overdue sweep ended the booking, half a minute late)."""
+    test, where only the overdue sweep ended the booking, half a minute late).
+    `restarted`: the process that gets the late event has not seen the renewal (a
+    restart, another replica), so only the server's sequence check stops it."""
     nc, fired = timers
     now = datetime.now(UTC)
+    booking = f"late-{'restarted' if restart else 'same'}"
+    renewed = booking_event(
+        subjects.BOOKING_RENEWED, booking, now + timedelta(seconds=6), version=2
+    )
+    late = booking_event(subjects.BOOKING_CREATED, booking, now + timedelta(seconds=4))
+
+    async def settled() -> bool:
+        info = await nc.jetstream().consumer_info(subjects.EVENTS_STREAM, "timers")
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    def expired() -> bool:
+        return any(f.booking_id == booking and f.kind == "expiry" for _, f in fired)
+
     async with running(serve, Settings(nats_url)):
-        await publish(
-            nc,
-            subjects.BOOKING_RENEWED,
-            booking_event(subjects.BOOKING_RENEWED, "late", now + timedelta(seconds=3), version=2),
-        )
-
-        async def renewal_scheduled() -> bool:
-            info = await nc.jetstream().consumer_info(subjects.EVENTS_STREAM, "timers")
-            return info.num_pending == 0 and info.num_ack_pending == 0
-
-        await eventually(renewal_scheduled)
-        await publish(
-            nc,
-            subjects.BOOKING_CREATED,
-            booking_event(subjects.BOOKING_CREATED, "late", now + timedelta(seconds=1.5)),
-        )
-        await eventually(lambda: any(f.kind == "expiry" for _, f in fired), timeout=10)
-    got = [(f.booking_id, f.kind, f.version) for _, f in fired]
-    assert got == [("late", "warning", 2), ("late", "expiry", 2)]
+        await publish(nc, subjects.BOOKING_RENEWED, renewed)
+        await eventually(settled)
+        if not restart:
+            await publish(nc, subjects.BOOKING_CREATED, late)
+            await eventually(expired, timeout=15)
+    if restart:
+        async with running(serve, Settings(nats_url)):
+            await publish(nc, subjects.BOOKING_CREATED, late)
+            await eventually(expired, timeout=15)
+    got = [(f.kind, f.version) for _, f in fired if f.booking_id == booking]
+    assert got == [("warning", 2), ("expiry", 2)]

@@ -55,3 +55,27 @@ def test_only_a_newer_version_replaces_a_pending_schedule():
     assert domain.replaces(1, 2)  # a renewal
     assert not domain.replaces(2, 2)  # the same schedule again: a redelivery
     assert not domain.replaces(3, 2)  # a late event must not undo a renewal
+
+
+def test_the_schedule_book_guesses_the_sequence_a_publish_should_expect():
+    book = domain.ScheduleBook()
+    now = END - timedelta(seconds=10)
+    assert book.expected("s", 1, now) == 0  # nothing known: expect an empty subject
+    book.stored("s", 7, 1, END)
+    assert book.expected("s", 1, now) is None  # stored already: nothing to publish
+    assert book.expected("s", 0, now) is None  # a late, older event: nothing either
+    assert book.expected("s", 2, now) == 7  # a renewal replaces what we stored
+    assert book.expected("s", 2, END + timedelta(seconds=1)) == 0  # it fired: gone
+    book.forget("s")
+    assert book.expected("s", 1, now) == 0
+
+
+def test_the_schedule_book_forgets_the_oldest_beyond_its_bound():
+    book = domain.ScheduleBook(max_subjects=2)
+    book.stored("a", 1, 1, END)
+    book.stored("b", 2, 1, END)
+    book.stored("a", 3, 2, END)  # written again: now the newest
+    book.stored("c", 4, 1, END)
+    assert len(book) == 2
+    assert book.expected("b", 1, END - timedelta(seconds=1)) == 0  # forgotten
+    assert book.expected("a", 2, END - timedelta(seconds=1)) is None
