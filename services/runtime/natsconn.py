@@ -80,6 +80,33 @@ def auth_options(auth: NatsAuth) -> dict:
     return options
 
 
+def deliver_publish_refusals() -> None:
+    """Make a refused `publish_async` fail at once with the server's APIError.
+
+    nats-py (2.16) answers an async publish in `JetStreamContext._handle_async_reply`,
+    which calls `APIError.from_error`; that raises rather than returns, so the error
+    escapes to the connection's error callback and the publish's future waits out its
+    timeout (10 s in `publish_each`) and then counts as NATS being away: the outbox
+    relay would retry a refused row forever instead of charging it a try
+    (docs/failure-modes.md). The wrapper hands the error to the future. Idempotent;
+    `connect` calls it. Remove it once nats-py sets the exception itself."""
+    original = JetStreamContext._handle_async_reply
+    if getattr(original, "_parkmate_delivers_refusals", False):
+        return
+
+    async def handle_async_reply(self: JetStreamContext, msg) -> None:
+        try:
+            await original(self, msg)
+        except APIError as error:
+            token = msg.subject[len(self._nc._inbox_prefix) + 22 + 2 :]
+            future = self._publish_async_futures.get(token)
+            if future is not None and not future.done():
+                future.set_exception(error)
+
+    handle_async_reply._parkmate_delivers_refusals = True  # type: ignore[attr-defined]
+    JetStreamContext._handle_async_reply = handle_async_reply  # type: ignore[method-assign]
+
+
 async def connect(
     url: str,
     name: str,
@@ -98,6 +125,7 @@ async def connect(
     Raises NatsTooOld when the server is older than 2.12 (no JetStream message
     schedules, so bookings would never expire).
     """
+    deliver_publish_refusals()
     events = events or ConnectionEvents()
     where = redact(url)
     nc = Client()

@@ -259,7 +259,7 @@ class OutboxRelay:
         outcomes = await publish_each(self._js, sendable)
         for (subject, _, headers), error in zip(sendable, outcomes, strict=True):
             if error is not None:
-                failed[headers["Nats-Msg-Id"]] = (subject, repr(error)[:500], False)
+                failed[headers["Nats-Msg-Id"]] = (subject, describe(error)[:500], False)
         return failed
 
     async def _charge_rows(self, conn: AsyncConnection, failed: dict[str, tuple]) -> None:
@@ -348,3 +348,10 @@ class OutboxRelay:
         """Finish: `run` publishes what is queued, then returns."""
         self._stopping = True
         self._wake.set()
+
+
+def describe(error: Exception) -> str:
+    """An error for an operator: its type, and the server's code and description when
+    it has them (nats-py's APIError repr is only `BadRequestError()`)."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else repr(error)

@@ -24,7 +24,7 @@ from services.contracts.notifier import SyncAnnouncement
 from services.runtime import consumer
 from services.runtime.consumer import run_pull_consumer
 from services.runtime.db import make_engine
-from services.runtime.natsconn import message_size
+from services.runtime.natsconn import deliver_publish_refusals, message_size
 from services.runtime.outbox import OutboxRelay, pending
 from tests.support import eventually
 
@@ -147,6 +147,48 @@ async def test_a_refused_row_is_tried_with_backoff_then_dead_then_replayed(nc, d
         await task
         await engine.dispose()
         await delete_stream(js, "LOST")
+
+
+async def test_a_row_the_stream_refuses_is_charged_its_tries_at_once(nc, database_url):
+    """A refusal with an error (here: larger than the stream's max_msg_size, error
+    10054) must reach the relay at once and be charged, like one without a stream.
+    nats-py 2.16 lost such a refusal, and the publish waited out its timeout and
+    counted as NATS being away, forever (natsconn.deliver_publish_refusals)."""
+    deliver_publish_refusals()
+    engine = make_engine(database_url, pool_size=2)
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="SMALL", subjects=["small.>"], max_msg_size=256))
+    relay = OutboxRelay(
+        engine,
+        js,
+        outbox,
+        poll_seconds=0.05,
+        grace_seconds=0.0,
+        max_attempts=3,
+        backoff_seconds=0.05,
+    )
+    refused = pending(event("small.thing", reason="x" * 1000))
+    behind = [pending(event()) for _ in range(2)]
+    async with engine.begin() as conn:
+        await storage.add_pending(conn, [refused, *behind])
+    task = asyncio.create_task(relay.run())
+    try:
+        relay.committed([refused, *behind])
+        assert await eventually(lambda: _equal(stream_ids(js), [r.event_id for r in behind]))
+
+        async def dead_row():
+            rows = [r for r in await outbox_rows(engine) if r.event_id == refused.event_id]
+            return rows[0] if rows and rows[0].dead_at is not None else None
+
+        # Three tries with 0.05 s backoffs: seconds at most, unless each waits 10 s.
+        row = await eventually(dead_row, timeout=8)
+        assert row.attempts == 3
+        assert "BadRequestError" in row.last_error and "err_code=10054" in row.last_error
+    finally:
+        relay.stop()
+        await task
+        await engine.dispose()
+        await delete_stream(js, "SMALL")
 
 
 async def delete_stream(js, name: str) -> None:
