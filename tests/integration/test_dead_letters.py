@@ -63,6 +63,12 @@ async def outbox_rows(engine) -> list:
         return list(await conn.execute(query.order_by(t.c.id)))
 
 
+async def dead_row(engine, event_id: str):
+    """The outbox row of `event_id` once it is dead, else None."""
+    rows = [r for r in await outbox_rows(engine) if r.event_id == event_id]
+    return rows[0] if rows and rows[0].dead_at is not None else None
+
+
 async def _equal(value, expected):
     got = await value
     return got == expected or None
@@ -126,11 +132,7 @@ async def test_a_refused_row_is_tried_with_backoff_then_dead_then_replayed(nc, d
         relay.committed([lost, *behind])
         assert await eventually(lambda: _equal(stream_ids(js), [r.event_id for r in behind]))
 
-        async def dead_row():
-            rows = [r for r in await outbox_rows(engine) if r.event_id == lost.event_id]
-            return rows[0] if rows and rows[0].dead_at is not None else None
-
-        row = await eventually(dead_row)
+        row = await eventually(lambda: dead_row(engine, lost.event_id))
         assert row.attempts == 3
         assert "NoStreamResponse" in row.last_error
         (listed,) = await deadletters.list_dead(engine, js)
@@ -176,12 +178,8 @@ async def test_a_row_the_stream_refuses_is_charged_its_tries_at_once(nc, databas
         relay.committed([refused, *behind])
         assert await eventually(lambda: _equal(stream_ids(js), [r.event_id for r in behind]))
 
-        async def dead_row():
-            rows = [r for r in await outbox_rows(engine) if r.event_id == refused.event_id]
-            return rows[0] if rows and rows[0].dead_at is not None else None
-
         # Three tries with 0.05 s backoffs: seconds at most, unless each waits 10 s.
-        row = await eventually(dead_row, timeout=8)
+        row = await eventually(lambda: dead_row(engine, refused.event_id), timeout=8)
         assert row.attempts == 3
         assert "BadRequestError" in row.last_error and "err_code=10054" in row.last_error
     finally:
