@@ -17,8 +17,8 @@ _encoder = msgspec.json.Encoder()
 _data_decoder = msgspec.json.Decoder(BookingEventData)
 _fired_decoder = msgspec.json.Decoder(TimerFired)
 
-# JetStream's error code for a publish whose Nats-Expected-Last-Subject-Sequence no
-# longer matches: the subject changed between our read and our publish.
+# JetStream's error code for a publish whose Nats-Expected-Last-Subject-Sequence does
+# not match what the subject holds (a wrong guess, or it changed since we read it).
 WRONG_LAST_SEQUENCE = 10071
 # Conditional publishes before giving up (the consumer then retries the event): each
 # refusal means the guess was wrong or another schedule landed or fired meanwhile.
