@@ -45,6 +45,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from services.contracts import subjects
 from services.runtime.metrics import CONSUMER_PENDING, DEAD_LETTERS, MESSAGES, subject_label
 from services.runtime.natsconn import message_size, publish_each
+from services.runtime.startup import describe
 
 log = structlog.get_logger()
 
@@ -295,7 +296,7 @@ async def _dead_letter(msg: Msg, error: str, c: _Consumer) -> None:
             (refused,) = await publish_each(
                 c.js, [(subjects.dead_letter_subject(c.durable), msg.data, headers)]
             )
-            problem = None if refused is None else repr(refused)
+            problem = None if refused is None else describe(refused)
         except Exception as e:  # a timeout or a lost connection
             problem = repr(e)
     if problem is not None and meta.num_delivered < c.max_deliver:

@@ -45,6 +45,7 @@ from services.contracts.envelope import CloudEvent
 from services.runtime.db import raw_connection
 from services.runtime.metrics import DEAD_LETTERS, OUTBOX_PENDING, OUTBOX_PUBLISHED
 from services.runtime.natsconn import message_size, publish_each
+from services.runtime.startup import describe
 
 log = structlog.get_logger()
 _encoder = msgspec.json.Encoder()
@@ -348,10 +349,3 @@ class OutboxRelay:
         """Finish: `run` publishes what is queued, then returns."""
         self._stopping = True
         self._wake.set()
-
-
-def describe(error: Exception) -> str:
-    """An error for an operator: its type, and the server's code and description when
-    it has them (nats-py's APIError repr is only `BadRequestError()`)."""
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else repr(error)
