@@ -1,12 +1,13 @@
 """How the replay's client reads an overloaded api's Retry-After (no services)."""
 
-import httpx
+from multidict import CIMultiDict
 
-from services.replay.simulation import MAX_RETRY_AFTER, retry_after
+from services.replay.simulation import MAX_RETRY_AFTER, Answer, retry_after
 
 
-def answer(value: str | None) -> httpx.Response:
-    return httpx.Response(503, headers={} if value is None else {"Retry-After": value})
+def answer(value: str | None) -> Answer:
+    # Headers as aiohttp gives them: names case-insensitive.
+    return Answer(503, CIMultiDict({} if value is None else {"Retry-After": value}), b"")
 
 
 def test_retry_after_in_seconds_is_read_and_capped():
