@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import re
 
+import aiohttp
 import httpx
 import pytest
 import websockets
@@ -124,10 +125,13 @@ async def test_requests_beyond_the_bound_get_503_with_retry_after_and_held_ones_
 
 
 async def test_the_replay_counts_a_503_and_retries_after_it(base):
-    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+        aiohttp.ClientSession() as session,
+    ):
         token = await driver_token(http)
         sim = Simulation(None, Options(url=base))  # only its HTTP client is used here
-        sim.shards, sim.gate = [http], asyncio.Semaphore(4)
+        sim.session, sim.gate = session, asyncio.Semaphore(4)
         held = Held(base, BOUND)
 
         async def refused_once() -> bool:
@@ -140,7 +144,7 @@ async def test_the_replay_counts_a_503_and_retries_after_it(base):
         finally:
             await held.release()
         r = await call
-        assert r.status_code == 200 and r.extensions["retried"]
+        assert r.status_code == 200 and r.retried
         assert sim.stats.retries >= 1 and set(sim.stats.overload) == {"renew"}
 
 
