@@ -209,19 +209,6 @@ async def get_booking(
     return (await conn.execute(q)).first()
 
 
-async def get_bookings_for_update(conn: AsyncConnection, booking_ids: list[str]) -> list[sa.Row]:
-    """`get_booking` for many ids at once, each row locked; locked in id order, so two
-    transactions doing this never deadlock on each other."""
-    if not booking_ids:
-        return []
-    q = (
-        booking_with_context.where(bookings.c.id.in_(booking_ids))
-        .order_by(bookings.c.id)
-        .with_for_update(of=bookings)
-    )
-    return list((await conn.execute(q)).all())
-
-
 async def active_booking_end(conn: AsyncConnection, slot_id: str) -> datetime | None:
     """End time of the slot's active booking, or None when it is free."""
     return (
@@ -311,6 +298,92 @@ async def fetch_booking(raw: asyncpg.Connection, booking_id: str) -> BookingRow 
     """The booking with its context (see BookingRow), or None; no lock taken."""
     record = await raw.fetchrow(_BOOKING_SQL, booking_id)
     return None if record is None else BookingRow(*record)
+
+
+_BOOKINGS_SQL = _BOOKING_SQL.replace("WHERE b.id = $1", "WHERE b.id = ANY($1::uuid[])")
+
+
+async def fetch_bookings(raw: asyncpg.Connection, booking_ids: list[str]) -> list[BookingRow]:
+    """`fetch_booking` for many ids in one round trip, in no particular order; ids with
+    no booking are left out. No lock taken."""
+    if not booking_ids:
+        return []
+    return [BookingRow(*r) for r in await raw.fetch(_BOOKINGS_SQL, booking_ids)]
+
+
+class FiredChange(NamedTuple):
+    """What a batch of fired timers does to one booking: from the state it was read in
+    (`version`, `was_warned`: its warned_version, None before the first warning) to its
+    new `status` ('active' or 'expired') and `warned_version`."""
+
+    booking_id: str
+    version: int
+    was_warned: int | None
+    status: str
+    warned_version: int | None
+
+
+# The fired timers' writes (timers.on_timers_fired) in one statement. `locked` takes the
+# row locks in id order, so two batches over the same bookings (two replicas, or the
+# overdue sweep and the consumer) never deadlock; each row is changed only if it is
+# still active and as read, and a booking's events are written only if its row was.
+_APPLY_FIRES_SQL = """
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::int[])
+        AS i(id, version, was_warned, status, warned_version)
+),
+locked AS (
+    SELECT b.id FROM bookings.bookings b JOIN input i ON i.id = b.id
+    WHERE b.status = 'active' AND b.version = i.version
+      AND b.warned_version IS NOT DISTINCT FROM i.was_warned
+    ORDER BY b.id
+    FOR UPDATE OF b
+),
+changed AS (
+    UPDATE bookings.bookings b
+    SET status = i.status, warned_version = i.warned_version,
+        updated_at = CASE WHEN i.status = 'active' THEN b.updated_at ELSE $6 END
+    FROM input i
+    WHERE b.id = i.id AND b.id IN (SELECT id FROM locked)
+    RETURNING b.id
+),
+outbox_rows AS (
+    INSERT INTO bookings.outbox (event_id, subject, payload, created_at)
+    SELECT e.event_id, e.subject, e.payload, e.created_at
+    FROM unnest($7::uuid[], $8::text[], $9::bytea[], $10::timestamptz[], $11::uuid[])
+         WITH ORDINALITY AS e(event_id, subject, payload, created_at, booking_id, n)
+    WHERE e.booking_id IN (SELECT id FROM changed)
+    ORDER BY e.n
+)
+SELECT id::text FROM changed
+"""
+
+
+async def apply_fires(
+    raw: asyncpg.Connection,
+    changes: list[FiredChange],
+    now: datetime,
+    events: list[Pending],
+    event_bookings: list[str],
+) -> set[str]:
+    """Write `changes` and their `events` (`event_bookings[k]` is the booking of
+    `events[k]`) in one statement; returns the ids of the bookings changed. A booking
+    that is no longer active or as read (a renewal or another batch came first) is left
+    as it is, and its events are not written: read it again and decide again."""
+    if not changes:
+        return set()
+    records = await raw.fetch(
+        _APPLY_FIRES_SQL,
+        [x.booking_id for x in changes],
+        [x.version for x in changes],
+        [x.was_warned for x in changes],
+        [x.status for x in changes],
+        [x.warned_version for x in changes],
+        now,
+        *_outbox_args(events),
+        event_bookings,
+    )
+    return {r[0] for r in records}
 
 
 _OUTBOX_ROWS = """

@@ -11,7 +11,7 @@ from services.bookings.config import Settings
 from services.bookings.entrypoints import serve
 from services.contracts import bookings as c
 from services.contracts import subjects
-from services.contracts.envelope import decode_envelope
+from services.contracts.envelope import decode_envelope, new_event
 from services.contracts.ids import uuid7
 from services.contracts.timers import TimerFired
 from services.runtime.config import Common
@@ -406,6 +406,63 @@ async def test_concurrent_renewals_each_apply_once_in_version_order(bookings):
     )
     versions = [msgspec.json.decode(e.data, type=c.BookingEventData).version for _, e in found]
     assert versions == list(range(2, len(renewed) + 2))
+
+
+async def test_a_fire_decided_on_a_booking_renewed_since_is_not_written(bookings, database_url):
+    """A batch of fires writes a booking's new state and events only if the booking is
+    still as read: a renewal that lands between the read and the write wins, and the
+    fire, decided again, is stale."""
+    from services.bookings import storage
+    from services.bookings.handlers.common import Deps
+    from services.bookings.handlers.timers import on_timers_fired
+    from services.bookings.payments import SimulatedProvider
+    from services.runtime.db import make_engine, raw_connection
+    from services.runtime.outbox import pending
+
+    lot = await make_lot(bookings)
+    booking = await call(
+        bookings,
+        subjects.BOOKINGS_BOOKING_CREATE,
+        c.CreateBooking(actor=DRIVER, slot_id=lot.slots[0].id),
+        c.BookingView,
+    )
+    engine = make_engine(database_url, pool_size=1)
+    after_end = booking.end_time + timedelta(seconds=1)
+    try:
+        async with raw_connection(engine) as raw:
+            [read] = await storage.fetch_bookings(raw, [booking.id])
+            assert (read.version, read.warned_version) == (1, None)
+            await call(
+                bookings,
+                subjects.BOOKINGS_BOOKING_RENEW,
+                c.RenewBooking(actor=DRIVER, booking_id=booking.id),
+                c.BookingView,
+            )
+            expiry = new_event(
+                subjects.BOOKING_EXPIRED, "test", {"booking_id": booking.id}, booking.id
+            )
+            change = storage.FiredChange(booking.id, 1, None, "expired", None)
+            applied = await storage.apply_fires(
+                raw, [change], after_end, [pending(expiry)], [booking.id]
+            )
+            assert applied == set()
+            written = await raw.fetchval(
+                "SELECT count(*) FROM bookings.outbox WHERE event_id = $1", expiry.id
+            )
+            assert written == 0
+        deps = Deps(engine=engine, payments=SimulatedProvider(), clock=lambda: after_end)
+        stale = TimerFired(
+            booking_id=booking.id,
+            kind="expiry",
+            version=1,
+            end_time=booking.end_time,
+            fire_at=booking.end_time,
+        )
+        assert await on_timers_fired(deps, [stale]) == [None]
+    finally:
+        await engine.dispose()
+    now = await get(bookings, booking.id)
+    assert (now.status, now.renewals) == ("active", 1)
 
 
 async def _at_least(found, n: int):
