@@ -59,19 +59,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
+import msgspec
 import nats
 
 from benchmarks.fanout import BenchmarkError, DevServer
 from services.contracts import subjects
 from services.replay.cpu import same_api
 from services.replay.report import percentile
+from services.replay.simulation import Answer
 from services.runtime import processes
 
 BULK = 5000  # accounts per POST /admin/users/bulk (services/api/routes/admin_bulk.py)
 SLOTS_PER_LOT = 1000
-SHARDS = 8  # httpx clients, so no one pool is scanned per request across hundreds of sockets
-SHARD_CONNECTIONS = 64
+# The load's connections to the api: one aiohttp session (0.27 ms of this client's CPU
+# per request, against httpx's 1.4 to 1.5 ms, docs/replay.md), so on two shared cores
+# the client is not what limits the rate it offers.
+CONNECTIONS = 4096
 CONSUMERS = (
     ("timers", subjects.EVENTS_STREAM, "timers"),
     ("notifier", subjects.EVENTS_STREAM, "notifier"),
@@ -148,7 +153,8 @@ class Result:
     # requests this client had in flight at most, and its connections: beyond them a
     # request waited for a connection in the client (counted in its latency)
     client_in_flight_max: int = 0
-    client_connections: int = SHARDS * SHARD_CONNECTIONS
+    client_connections: int = CONNECTIONS
+    client_cpu_seconds: float | None = None  # this process's CPU over the load
     races: dict[str, int] = field(default_factory=dict)
     consumers: dict[str, Consumer] | None = None
     consumers_not_measured: str | None = None
@@ -202,7 +208,8 @@ class Result:
             f"launched: {num(self.offered_creates_per_second, ' creates/s')}; this client "
             f"launched at most {num(self.launch_lag_ms_max, ' ms', 0)} late and had at most "
             f"{self.client_in_flight_max:,} requests in flight on "
-            f"{self.client_connections:,} connections",
+            f"{self.client_connections:,} connections, using "
+            f"{num(self.client_cpu_seconds, ' s', 1)} of CPU",
             f"achieved: {num(self.creates_per_second, ' creates/s')} (201s only)",
             *outcome("creates", self.creates, "201"),
             *outcome("renewals", self.renewals, "200"),
@@ -320,10 +327,10 @@ async def create_lots(
 class Load:
     """The open-loop load: races launched on schedule, renewals after wins, answers."""
 
-    def __init__(self, shards: list[httpx.AsyncClient], options: Options):
-        self.shards = shards
+    def __init__(self, session: aiohttp.ClientSession, url: str, options: Options):
+        self.session = session
+        self.url = url.rstrip("/")
         self.o = options
-        self.next_shard = 0
         self.tasks: set[asyncio.Task] = set()
         self.latency: dict[str, dict[str, list[float]]] = {
             "create": defaultdict(list),
@@ -341,22 +348,25 @@ class Load:
         self.last_create_answer: float | None = None
         self.window_end = 0.0
 
-    def _client(self) -> httpx.AsyncClient:
-        self.next_shard = (self.next_shard + 1) % len(self.shards)
-        return self.shards[self.next_shard]
-
-    async def _post(self, kind: str, path: str, token: str, body: dict | None, at: float):
-        """One POST scheduled for loop time `at`: the response, or None (transport
-        error, counted)."""
+    async def _post(
+        self, kind: str, path: str, token: str, body: dict | None, at: float
+    ) -> Answer | None:
+        """One POST scheduled for loop time `at`: the answer, or None (transport error,
+        counted)."""
         loop = asyncio.get_running_loop()
         self.launch_lag = max(self.launch_lag, loop.time() - at)
         self.sent[kind] += 1
         headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
+        data = None
+        if body is not None:
+            data = msgspec.json.encode(body)
+            headers["Content-Type"] = "application/json"
         self.in_flight += 1
         self.in_flight_max = max(self.in_flight_max, self.in_flight)
         try:
-            r = await self._client().post(path, json=body, headers=headers)
-        except httpx.HTTPError as e:
+            async with self.session.post(self.url + path, data=data, headers=headers) as resp:
+                r = Answer(resp.status, resp.headers, await resp.read())
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
             self.errors[kind][type(e).__name__] += 1
             return None
         finally:
@@ -440,7 +450,7 @@ class Load:
         return {k: out[k] for k in ("slots", "as_expected", "no_winner", "won_more_than_once")}
 
 
-def reason(r: httpx.Response) -> str:
+def reason(r: Answer) -> str:
     """A 429's or 503's reason: its `detail` up to the first colon or semicolon."""
     try:
         detail = str(r.json().get("detail", ""))
@@ -589,17 +599,16 @@ async def run(options: Options) -> Result:
         lot_ids, slots = await create_lots(http, owner["token"], slot_count, options)
         result.lots, result.slots, result.drivers = len(lot_ids), len(slots), len(drivers)
         progress(options, f"{len(drivers):,} drivers, {len(slots):,} slots in {len(lot_ids)} lots")
-        limits = httpx.Limits(
-            max_connections=SHARD_CONNECTIONS, max_keepalive_connections=SHARD_CONNECTIONS
-        )
-        shards = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(base_url=url, limits=limits, timeout=httpx.Timeout(60, pool=None))
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=CONNECTIONS, limit_per_host=0),
+                timeout=aiohttp.ClientTimeout(total=60),
             )
-            for _ in range(SHARDS)
-        ]
-        load = Load(shards, options)
+        )
+        load = Load(session, url, options)
+        cpu_before = time.process_time()
         await load.run(slots, drivers)
+        result.client_cpu_seconds = time.process_time() - cpu_before
         progress(options, "every request answered; reading the consumers and the bookings")
         if nats_url:
             result.consumers = await consumer_lag(nats_url)

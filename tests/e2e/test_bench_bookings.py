@@ -36,6 +36,7 @@ async def test_bookings_benchmark_reports_races_consumers_and_no_double_booking(
         "offered_creates_per_second",
         "launch_lag_ms_max",
         "client_in_flight_max",
+        "client_cpu_seconds",
         "bookings_without_201",
         "races",
         "consumers",
@@ -45,6 +46,7 @@ async def test_bookings_benchmark_reports_races_consumers_and_no_double_booking(
         assert key in figures, key
     creates, renewals = figures["creates"], figures["renewals"]
     assert creates["sent"] == 20 and result.slots == 10 and result.drivers == 20
+    assert figures["client_cpu_seconds"] > 0
     assert sum(creates["statuses"].values()) + sum(creates["errors"].values()) == 20
     assert {"latency_ms_p50", "latency_ms_p99", "latency_ms_by_status"} <= creates.keys()
     wins = creates["statuses"].get("201", 0)
