@@ -1,4 +1,5 @@
 import base64
+import time
 
 import jwt
 import pytest
@@ -72,6 +73,35 @@ def test_a_known_kid_with_another_secret_or_algorithm_is_refused():
         identity.verify_token(KEYS, unsigned)
     with pytest.raises(identity.BadToken, match="invalid token"):
         identity.verify_token(KEYS, "not.a.token")
+
+
+def test_a_verified_token_is_remembered_until_its_exp_and_then_refused():
+    keys = identity.Keyring.of(SECRET)
+    now = time.time()
+    token = identity.issue_token(keys, "u1", ["driver"], 60, now=now - 59)
+    first = identity.verify_token(keys, token)
+    assert identity.verify_token(keys, token) is first  # from keys.verified
+    time.sleep(max(0.0, first.exp - time.time()) + 0.05)  # on purpose: past its exp
+    with pytest.raises(identity.BadToken, match="expired"):
+        identity.verify_token(keys, token)
+    assert token not in keys.verified
+
+
+def test_remembered_tokens_are_per_keyring_and_bounded(monkeypatch):
+    keys = identity.Keyring.of(SECRET)
+    token = identity.issue_token(keys, "u1", ["driver"], 60)
+    identity.verify_token(keys, token)
+    with pytest.raises(identity.BadToken, match="key this server does not accept"):
+        identity.verify_token(identity.Keyring.of(NEXT), token)
+    head, payload, signature = token.split(".")
+    other = "A" if signature[0] != "A" else "B"
+    with pytest.raises(identity.BadToken, match="invalid token"):
+        identity.verify_token(keys, f"{head}.{payload}.{other}{signature[1:]}")
+    monkeypatch.setattr(identity, "VERIFIED_TOKENS", 2)
+    tokens = [identity.issue_token(keys, f"u{i}", ["driver"], 60) for i in range(2, 4)]
+    for t in tokens:
+        identity.verify_token(keys, t)
+    assert list(keys.verified) == tokens  # the oldest, `token`, was dropped
 
 
 @pytest.mark.parametrize(
