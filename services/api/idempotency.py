@@ -18,6 +18,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import msgspec
 import sqlalchemy as sa
 import structlog
@@ -35,25 +36,34 @@ MAX_KEY = 255
 VERIFIED_TOKEN = "parkmate.verified_token"
 ABANDONED_AFTER = timedelta(seconds=60)
 
-# The claims and the stored answers are on the path of every POST with a key: single
-# statements on a raw connection (autocommit, no SQLAlchemy per-statement work), each
-# shared by the requests that come while the previous one is on its way
-# (runtime/coalesce.py). Rows go in key order, so two replicas' batches never wait on
-# each other's rows in opposite orders.
-_CLAIM = """
+# The claims and the stored answers are on the path of every POST with a key: one
+# statement on a raw connection (autocommit, no SQLAlchemy per-statement work) stores
+# the answers and makes the claims of every request that came while the previous one
+# was on its way (runtime/coalesce.py). A POST's claim and the storing of an earlier
+# POST's answer thus share a round trip and a commit: each round trip is a loopback
+# `send`, the most expensive thing the api does (py-spy, benchmarks.bookings). The two
+# parts touch different rows (an answer's key was claimed by an earlier statement; a
+# claim of that same key, a retry, conflicts with it and takes the slow path once this
+# statement has committed). Claims go in key order, so two replicas' batches never wait
+# on each other's new rows in opposite orders.
+_CLAIM_AND_STORE = """
+    WITH stored AS (
+        UPDATE identity.idempotency_keys AS i
+        SET status_code = a.s, response_headers = a.h, response_body = a.b
+        FROM unnest($5::text[], $6::text[], $7::int[], $8::bytea[], $9::bytea[])
+            AS a(p, k, s, h, b)
+        WHERE i.principal = a.p AND i.key = a.k
+    )
     INSERT INTO identity.idempotency_keys (principal, key, request_hash, created_at)
     SELECT p, k, h, t FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
         AS c(p, k, h, t)
     ORDER BY p, k
     ON CONFLICT DO NOTHING RETURNING principal, key
 """
-_STORE = """
-    UPDATE identity.idempotency_keys AS i
-    SET status_code = a.s, response_headers = a.h, response_body = a.b
-    FROM unnest($1::text[], $2::text[], $3::int[], $4::bytea[], $5::bytea[])
-        AS a(p, k, s, h, b)
-    WHERE i.principal = a.p AND i.key = a.k
-"""
+# A replica's answer (row lock) and another's claim of the same key (a retry sent to
+# the other replica) can wait on each other in two statements at once; PostgreSQL
+# then aborts one whole statement, which is simply sent again.
+_DEADLOCK_TRIES = 3
 _FORGET = "DELETE FROM identity.idempotency_keys WHERE principal = $1 AND key = $2"
 
 
@@ -89,36 +99,44 @@ class IdempotencyMiddleware:
         self.app = app
         self.engine = engine
         self.keys = keys
-        self._claims: Coalescer[_Claim, bool] = Coalescer(self._claim_batch)
-        self._answers: Coalescer[_Answer, None] = Coalescer(self._store_batch)
+        self._batches: Coalescer[_Claim | _Answer, bool | None] = Coalescer(self.claim_and_store)
 
-    async def _claim_batch(self, claims: list[_Claim]) -> list[bool]:
-        """Claim each (principal, key) not yet stored: True for the request that got it
-        (the first of a batch naming one twice)."""
+    async def claim_and_store(self, items: list[_Claim | _Answer]) -> list[bool | None]:
+        """Store each _Answer under its (principal, key) and claim each _Claim's (principal,
+        key) not yet stored, in one statement. Returns per item, in order: None for an
+        answer; for a claim, True when this request got the key (the first of a batch
+        naming one twice), False when it was taken. Raises ConnectionLost when the
+        database went away (nothing of the batch was written)."""
+        claims = [i for i in items if isinstance(i, _Claim)]
+        answers = [i for i in items if isinstance(i, _Answer)]
         first = {(c.principal, c.key): c for c in reversed(claims)}
         unique = sorted(first.values(), key=lambda c: (c.principal, c.key))
-        async with raw_connection(self.engine) as raw:
-            rows = await raw.fetch(
-                _CLAIM,
-                [c.principal for c in unique],
-                [c.key for c in unique],
-                [c.request_hash for c in unique],
-                [c.at for c in unique],
-            )
+        for attempt in range(1, _DEADLOCK_TRIES + 1):
+            try:
+                async with raw_connection(self.engine) as raw:
+                    rows = await raw.fetch(
+                        _CLAIM_AND_STORE,
+                        [c.principal for c in unique],
+                        [c.key for c in unique],
+                        [c.request_hash for c in unique],
+                        [c.at for c in unique],
+                        [a.principal for a in answers],
+                        [a.key for a in answers],
+                        [a.status for a in answers],
+                        [a.headers for a in answers],
+                        [a.body for a in answers],
+                    )
+                break
+            except asyncpg.exceptions.DeadlockDetectedError:
+                if attempt == _DEADLOCK_TRIES:
+                    raise
         got = {(r[0], r[1]) for r in rows}
-        return [(c.principal, c.key) in got and first[(c.principal, c.key)] is c for c in claims]
-
-    async def _store_batch(self, answers: list[_Answer]) -> list[None]:
-        async with raw_connection(self.engine) as raw:
-            await raw.execute(
-                _STORE,
-                [a.principal for a in answers],
-                [a.key for a in answers],
-                [a.status for a in answers],
-                [a.headers for a in answers],
-                [a.body for a in answers],
-            )
-        return [None] * len(answers)
+        return [
+            None
+            if isinstance(i, _Answer)
+            else (i.principal, i.key) in got and first[(i.principal, i.key)] is i
+            for i in items
+        ]
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -148,7 +166,7 @@ class IdempotencyMiddleware:
             )
         ).hexdigest()
         now = datetime.now(UTC)
-        if not await self._claims.submit(_Claim(principal, key, digest, now)):
+        if not await self._batches.submit(_Claim(principal, key, digest, now)):
             async with self.engine.begin() as conn:
                 row = (
                     await conn.execute(
@@ -218,7 +236,7 @@ class IdempotencyMiddleware:
                     await raw.execute(_FORGET, principal, key)
                 return
             headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in out_headers]
-            await self._answers.submit(
+            await self._batches.submit(
                 _Answer(principal, key, status, msgspec.json.encode(headers), b"".join(chunks))
             )
 

@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import json
 import tomllib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -171,6 +171,39 @@ async def test_idempotency_keys_older_than_their_retention_are_purged(api, datab
     assert again.status_code == 409 and "idempotent-replayed" not in again.headers
     kept = await api.post("/auth/register", json=young, headers={"Idempotency-Key": "young"})
     assert kept.status_code == 201 and kept.headers["idempotent-replayed"] == "true"
+
+
+async def test_one_statement_stores_answers_and_claims_keys(api, database_url):
+    """The middleware's batch (services/api/idempotency.py): an earlier request's answer,
+    a new key, a key named twice and a retry of the answered key, in one statement."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        middleware = idempotency.IdempotencyMiddleware(None, engine, KEYS)
+        at = datetime.now(UTC)
+        first = idempotency._Claim("u-batch", "k-done", "h1", at)
+        assert await middleware.claim_and_store([first]) == [True]
+        answer = idempotency._Answer("u-batch", "k-done", 201, b"[]", b'{"id": 1}')
+        new, twice = (idempotency._Claim("u-batch", k, "h2", at) for k in ("k-new", "k-twice"))
+        again = idempotency._Claim("u-batch", "k-twice", "h2", at)
+        retry = idempotency._Claim("u-batch", "k-done", "h1", at)
+        got = await middleware.claim_and_store([answer, new, twice, again, retry])
+        assert got == [None, True, True, False, False]
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT key, status_code, response_body FROM identity.idempotency_keys"
+                        " WHERE principal = 'u-batch' ORDER BY key"
+                    )
+                )
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            ("k-done", 201, b'{"id": 1}'),
+            ("k-new", None, None),
+            ("k-twice", None, None),
+        ]
+    finally:
+        await engine.dispose()
 
 
 async def test_lots_need_an_owner_and_bookings_get_409_when_taken(api):
