@@ -147,9 +147,9 @@ async def sweep_overdue(deps: Deps, overdue_seconds: float, limit: int = 200) ->
     a second, but a fired timer can be lost (its TTL ran out while every bookings replica
     was down for longer). A booking not yet warned for its period is warned first (late)
     rather than expired silently. The fires are applied SWEEP_BATCH at a time, as the
-    timer consumer's are: the sweep runs when the system is
-    already behind. Safe with replicas: a fire's write applies only to the row as it was
-    read, so a booking two replicas sweep at once is warned and expired once."""
+    timer consumer's are, since the sweep runs when the system is already behind. Safe
+    with replicas: a fire's write applies only to the row as it was read, so a booking
+    two replicas sweep at once is warned and expired once."""
     cutoff = deps.clock() - timedelta(seconds=overdue_seconds)
     async with deps.engine.connect() as conn:
         rows = (
