@@ -104,6 +104,16 @@ def _pg_user() -> str | None:
     return "pgserver"
 
 
+# The hot statements join a batch (unnest of arrays) to a table by its key. On a table
+# that grows by thousands of rows a minute from empty (a fresh `parkmate dev`, a
+# replay's first minutes), the plans PostgreSQL caches for prepared statements came from
+# the empty table's statistics: a hash join over a sequential scan of the whole table,
+# kept until autovacuum analyzes it (every 60 s by default). Analyze sooner, and cost
+# index lookups as what they are here, pages in memory (docs/operations.md, "PostgreSQL
+# settings", has the figures).
+PLANNER_SETTINGS = ("-c", "random_page_cost=1.1", "-c", "autovacuum_naptime=5")
+
+
 def start_postgres(
     data_dir: Path,
     port: int | None = None,
@@ -154,6 +164,7 @@ def start_postgres(
         str(data_dir),
         "-c",
         "max_connections=300",
+        *PLANNER_SETTINGS,
     ]
     if fast_unsafe:
         args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
