@@ -32,8 +32,6 @@ from services.runtime.db import ConnectionLost, raw_connection
 log = structlog.get_logger()
 
 MAX_KEY = 255
-# Where the verified (token, claims) of the request wait in the ASGI scope's state.
-VERIFIED_TOKEN = "parkmate.verified_token"
 ABANDONED_AFTER = timedelta(seconds=60)
 
 # The claims and the stored answers are on the path of every POST with a key: one
@@ -154,7 +152,7 @@ class IdempotencyMiddleware:
                 "characters; use a fresh UUID per operation.",
             )
         body = await _read_body(receive)
-        principal = self._principal(scope, headers.get(b"authorization"))
+        principal = self._principal(headers.get(b"authorization"))
         digest = hashlib.sha256(
             b"\0".join(
                 [
@@ -202,15 +200,13 @@ class IdempotencyMiddleware:
                 )
         await self._run(scope, body, send, principal, key)
 
-    def _principal(self, scope, authorization: bytes | None) -> str:
+    def _principal(self, authorization: bytes | None) -> str:
         if authorization and authorization.lower().startswith(b"bearer "):
             token = authorization[7:].decode()
             try:
                 claims = identity.verify_token(self.keys, token)
             except identity.BadToken:
                 return "anonymous"
-            # The route's actor reads it from here: one signature check per request.
-            scope.setdefault("state", {})[VERIFIED_TOKEN] = (token, claims)
             return claims.user_id
         return "anonymous"
 
