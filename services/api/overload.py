@@ -2,12 +2,20 @@
 and on how long a request may wait for its turn (ASGI middleware).
 
 At most PARKMATE_MAX_INFLIGHT requests run at once in an api process; the next ones
-wait, first come first served, for at most PARKMATE_QUEUE_SECONDS. One that gets no
-turn by then is answered 503 with `Retry-After` (`retry_after_seconds`) and a `detail`
-saying so, instead of queueing behind work the system cannot finish in time. So a
-request is either refused within PARKMATE_QUEUE_SECONDS of reaching the api, or runs;
-a running request's calls to the services each time out after 5 s (also 503 with
-Retry-After, services/api/errors.py).
+wait for at most PARKMATE_QUEUE_SECONDS. One that gets no turn by then is answered 503
+with `Retry-After` (`retry_after_seconds`) and a `detail` saying so, instead of
+queueing behind work the system cannot finish in time. So a request is either refused
+within PARKMATE_QUEUE_SECONDS of reaching the api, or runs; a running request's calls
+to the services each time out after 5 s (also 503 with Retry-After,
+services/api/errors.py).
+
+Waiters are served first come first served while the queue drains quickly, and newest
+first once the oldest has waited LIFO_AFTER seconds ("adaptive LIFO", as in Facebook's
+"Fail at Scale", 2015). In a burst nobody is overtaken; under sustained overload,
+first come first served would make every admitted request wait nearly the whole bound
+(p50 2.05 s at 400 creates/s offered, docs/benchmarks-bookings.md), while newest first
+serves the admitted ones at once and lets the oldest, whose clients may be about to
+give up, take the 503.
 
 Never held back: /healthz, /readyz and /metrics (an overloaded api must still look
 alive to its probes and scrapes), and WebSocket upgrades (served before Litestar by
@@ -23,6 +31,9 @@ import msgspec
 from services.runtime.metrics import API_IN_FLIGHT, API_REJECTED, API_WAITING
 
 EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+# Seconds the oldest waiter may wait before slots go to the newest waiter first: longer
+# than a burst of MAX_INFLIGHT requests takes to drain when the system keeps up.
+LIFO_AFTER = 0.1
 
 
 def retry_after_seconds(queue_seconds: float) -> int:
@@ -31,17 +42,28 @@ def retry_after_seconds(queue_seconds: float) -> int:
     return max(1, math.ceil(queue_seconds))
 
 
-class Slots:
-    """At most `limit` holders at once (`limit` >= 1, else ValueError). Waiters get a
-    slot first come first served, handed over directly by `release`."""
+class _Waiter:
+    __slots__ = ("since", "turn")
 
-    def __init__(self, limit: int):
+    def __init__(self, turn: asyncio.Future[bool], since: float):
+        self.turn = turn
+        self.since = since  # loop time (seconds) it started waiting
+
+
+class Slots:
+    """At most `limit` holders at once (`limit` >= 1, else ValueError). `release` hands
+    a slot directly to a waiter: the oldest, unless the oldest has waited `lifo_after`
+    seconds or more, then the newest (adaptive LIFO, see the module's docstring)."""
+
+    def __init__(self, limit: int, lifo_after: float = LIFO_AFTER):
         if limit < 1:
             raise ValueError(f"the in-flight limit must be at least 1, not {limit}")
         self.limit = limit
+        self.lifo_after = lifo_after
         self.in_flight = 0
-        # Only requests still waiting: a waiter that gave up or was cancelled leaves it.
-        self._waiters: deque[asyncio.Future[bool]] = deque()
+        # Only requests still waiting, oldest first: one that gave up or was cancelled
+        # leaves it.
+        self._waiters: deque[_Waiter] = deque()
 
     @property
     def waiting(self) -> int:
@@ -59,31 +81,35 @@ class Slots:
         if timeout <= 0:
             return False
         loop = asyncio.get_running_loop()
-        turn: asyncio.Future[bool] = loop.create_future()
-        self._waiters.append(turn)
-        timer = loop.call_later(timeout, self._give_up, turn)
+        waiter = _Waiter(loop.create_future(), loop.time())
+        self._waiters.append(waiter)
+        timer = loop.call_later(timeout, self._give_up, waiter)
+        turn = waiter.turn
         try:
             return await turn
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled() and turn.result():
                 self.release()  # handed a slot while being cancelled: pass it on
-            elif turn in self._waiters:
-                self._waiters.remove(turn)
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
             raise
         finally:
             timer.cancel()
 
-    def _give_up(self, turn: asyncio.Future[bool]) -> None:
-        if not turn.done():
-            turn.set_result(False)
-            self._waiters.remove(turn)
+    def _give_up(self, waiter: _Waiter) -> None:
+        if not waiter.turn.done():
+            waiter.turn.set_result(False)
+            self._waiters.remove(waiter)
 
     def release(self) -> None:
-        """Give the slot back: to the longest waiter if any, else free it."""
+        """Give the slot back: to a waiter if any (the oldest, or the newest once the
+        oldest has waited `lifo_after` s), else free it."""
         while self._waiters:
-            turn = self._waiters.popleft()
-            if not turn.done():
-                turn.set_result(True)  # the slot passes on: in_flight does not change
+            oldest = self._waiters[0]
+            standing = asyncio.get_running_loop().time() - oldest.since >= self.lifo_after
+            waiter = self._waiters.pop() if standing else self._waiters.popleft()
+            if not waiter.turn.done():
+                waiter.turn.set_result(True)  # the slot passes on: in_flight does not change
                 return
         self.in_flight -= 1
 

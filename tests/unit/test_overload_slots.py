@@ -1,5 +1,6 @@
 """The api's in-flight bound (services/api/overload.py Slots): a free slot at once, waiters
-served first come first served, a waiter that gives up or is cancelled leaves no trace."""
+served first come first served until the oldest has waited `lifo_after` seconds and
+newest first from then on, a waiter that gives up or is cancelled leaves no trace."""
 
 import asyncio
 
@@ -9,7 +10,7 @@ from services.api.overload import Slots, retry_after_seconds
 
 
 async def test_waiters_get_released_slots_in_arrival_order():
-    slots = Slots(2)
+    slots = Slots(2, lifo_after=3600)
     assert await slots.acquire(0) and await slots.acquire(0)
     assert slots.in_flight == 2
     assert await slots.acquire(0) is False  # no wait allowed, none free
@@ -25,6 +26,40 @@ async def test_waiters_get_released_slots_in_arrival_order():
     slots.release()
     slots.release()
     assert slots.in_flight == 0 and slots.waiting == 0
+
+
+async def test_once_the_oldest_has_waited_lifo_after_the_newest_goes_first():
+    slots = Slots(1, lifo_after=0.05)
+    assert await slots.acquire(0)
+    oldest = asyncio.create_task(slots.acquire(3600))
+    await asyncio.sleep(0.06)  # on purpose: the oldest waits past lifo_after
+    middle = asyncio.create_task(slots.acquire(3600))
+    newest = asyncio.create_task(slots.acquire(3600))
+    await asyncio.sleep(0)  # the new tasks run up to their wait
+    slots.release()
+    assert await newest is True
+    assert not oldest.done() and not middle.done()
+    slots.release()
+    assert await middle is True and not oldest.done()
+    slots.release()  # only the oldest waits, and it has waited long enough: it goes
+    assert await oldest is True
+    assert slots.in_flight == 1 and slots.waiting == 0
+
+
+async def test_a_burst_that_drains_within_lifo_after_is_served_in_order():
+    slots = Slots(1, lifo_after=3600)
+    assert await slots.acquire(0)
+    served: list[int] = []
+    waiters = []
+    for i in range(5):
+        waiter = asyncio.create_task(slots.acquire(3600))
+        waiter.add_done_callback(lambda _, i=i: served.append(i))
+        waiters.append(waiter)
+    await asyncio.sleep(0)  # the new tasks run up to their wait
+    for _ in waiters:
+        slots.release()
+    assert await asyncio.gather(*waiters) == [True] * 5
+    assert served == [0, 1, 2, 3, 4]
 
 
 async def test_a_waiter_gives_up_after_its_timeout_and_a_cancelled_one_leaves():
