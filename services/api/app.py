@@ -17,7 +17,7 @@ from services.api.errors import exception_handlers
 from services.api.gateway import Gateway
 from services.api.idempotency import IdempotencyMiddleware
 from services.api.logins import Logins, Registrations
-from services.api.overload import OverloadMiddleware, Slots
+from services.api.overload import OverloadMiddleware, Slots, lifo_after
 from services.api.routes import admin_bulk, bookings, lots, notifications, users, vehicles
 from services.api.routes.common import strict_input
 from services.api.topics import LotTopics
@@ -60,7 +60,7 @@ def create_app(
     (services/api/overload.py); `state.overload` holds their count. `state.draining`
     turns True on SIGTERM (entrypoints.py): /readyz answers 503 from then on."""
     gateway = Gateway(nc)
-    slots = Slots(settings.max_inflight)
+    slots = Slots(settings.max_inflight, lifo_after(settings.queue_seconds))
     state = State(
         {
             "settings": settings,

@@ -9,13 +9,14 @@ within PARKMATE_QUEUE_SECONDS of reaching the api, or runs; a running request's 
 to the services each time out after 5 s (also 503 with Retry-After,
 services/api/errors.py).
 
-Waiters are served first come first served while the queue drains quickly, and newest
-first once the oldest has waited LIFO_AFTER seconds ("adaptive LIFO", as in Facebook's
-"Fail at Scale", 2015). In a burst nobody is overtaken; under sustained overload,
-first come first served would make every admitted request wait nearly the whole bound
-(p50 2.05 s at 400 creates/s offered, docs/benchmarks-bookings.md), while newest first
-serves the admitted ones at once and lets the oldest, whose clients may be about to
-give up, take the 503.
+Waiters are served first come first served until the oldest has waited half the bound
+(`lifo_after`), and newest first from then on ("adaptive LIFO", as in Facebook's "Fail
+at Scale", 2015). A queue that drains within half the bound is served in order, so a
+client that keeps a fixed number of requests open (the replay's gate of 100) is never
+overtaken. Under sustained overload, first come first served would make every
+admitted request wait nearly the whole bound (p50 2.05 s at 400 creates/s offered,
+docs/benchmarks-bookings.md); newest first serves the admitted ones at once and lets
+the oldest, whose clients may be about to give up, take the 503.
 
 Never held back: /healthz, /readyz and /metrics (an overloaded api must still look
 alive to its probes and scrapes), and WebSocket upgrades (served before Litestar by
@@ -31,9 +32,14 @@ import msgspec
 from services.runtime.metrics import API_IN_FLIGHT, API_REJECTED, API_WAITING
 
 EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
-# Seconds the oldest waiter may wait before slots go to the newest waiter first: longer
-# than a burst of MAX_INFLIGHT requests takes to drain when the system keeps up.
-LIFO_AFTER = 0.1
+# The share of PARKMATE_QUEUE_SECONDS the oldest waiter may wait before slots go to
+# the newest waiter first.
+LIFO_AFTER_SHARE = 0.5
+
+
+def lifo_after(queue_seconds: float) -> float:
+    """Seconds the oldest waiter may wait before the newest goes first: half the bound."""
+    return queue_seconds * LIFO_AFTER_SHARE
 
 
 def retry_after_seconds(queue_seconds: float) -> int:
@@ -55,7 +61,7 @@ class Slots:
     a slot directly to a waiter: the oldest, unless the oldest has waited `lifo_after`
     seconds or more, then the newest (adaptive LIFO, see the module's docstring)."""
 
-    def __init__(self, limit: int, lifo_after: float = LIFO_AFTER):
+    def __init__(self, limit: int, lifo_after: float):
         if limit < 1:
             raise ValueError(f"the in-flight limit must be at least 1, not {limit}")
         self.limit = limit

@@ -63,7 +63,7 @@ async def test_a_burst_that_drains_within_lifo_after_is_served_in_order():
 
 
 async def test_a_waiter_gives_up_after_its_timeout_and_a_cancelled_one_leaves():
-    slots = Slots(1)
+    slots = Slots(1, lifo_after=3600)
     assert await slots.acquire(0)
     assert await slots.acquire(0.01) is False  # nobody releases: the timeout passes
     assert slots.waiting == 0
@@ -80,7 +80,7 @@ async def test_a_waiter_gives_up_after_its_timeout_and_a_cancelled_one_leaves():
 
 
 async def test_a_slot_handed_to_a_waiter_being_cancelled_passes_on():
-    slots = Slots(1)
+    slots = Slots(1, lifo_after=3600)
     assert await slots.acquire(0)
     doomed = asyncio.create_task(slots.acquire(3600))
     heir = asyncio.create_task(slots.acquire(3600))
@@ -97,4 +97,4 @@ async def test_a_slot_handed_to_a_waiter_being_cancelled_passes_on():
 def test_retry_after_is_the_queue_wait_rounded_up_and_at_least_one_second():
     assert [retry_after_seconds(s) for s in (0, 0.3, 1, 2, 2.5)] == [1, 1, 1, 2, 3]
     with pytest.raises(ValueError):
-        Slots(0)
+        Slots(0, lifo_after=1)
