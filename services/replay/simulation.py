@@ -358,12 +358,13 @@ class Simulation:
         key: str | None = None,
         ok: tuple[int, ...] = (200, 201),
         kind: str = "set-up",
+        params: dict | None = None,
     ) -> Answer:
-        """One API call; 5xx, 429 and transport errors are retried (RETRIES tries in all)
-        with the same Idempotency-Key, after the answer's Retry-After when it has one,
-        else after an exponential backoff. 429 and 503 answers are counted under `kind`
-        in `stats.overload`. Returns the last response (the caller checks its status);
-        raises ReplayError when every try failed."""
+        """One API call (`params`: the query string); 5xx, 429 and transport errors are
+        retried (RETRIES tries in all) with the same Idempotency-Key, after the answer's
+        Retry-After when it has one, else after an exponential backoff. 429 and 503
+        answers are counted under `kind` in `stats.overload`. Returns the last response
+        (the caller checks its status); raises ReplayError when every try failed."""
         headers = {"Idempotency-Key": key} if key else None
         last = ""
         wait: float | None = None
@@ -376,7 +377,7 @@ class Simulation:
                 # Our own FIFO gate, so thousands of waiting requests cost the client's
                 # connection pool nothing.
                 async with self.gate:
-                    r = await self.send(method, path, token, body, headers=headers)
+                    r = await self.send(method, path, token, body, params, headers)
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
                 last = repr(e)
                 continue
@@ -442,7 +443,7 @@ class Simulation:
         items, cursor = [], None
         while True:
             params = {"limit": 200} | ({"cursor": cursor} if cursor else {})
-            r = await self.send("GET", "/api/v1/lots", self.admin_token, params=params)
+            r = await self.call("GET", "/api/v1/lots", self.admin_token, params=params)
             r.raise_for_status()
             page = r.json()
             items += page["items"]
@@ -472,7 +473,8 @@ class Simulation:
         token = await self.login(email, self.o.owner_password)
         if token is None:
             raise ReplayError(f"owner {email} exists with another password (--owner-password)")
-        me = await self.send("GET", "/api/v1/me", token)
+        me = await self.call("GET", "/api/v1/me", token)
+        me.raise_for_status()
         return me.json()["id"], token
 
     async def _lot(self, series, existing: list[dict], booking: int, warning: int) -> LotState:
@@ -517,7 +519,7 @@ class Simulation:
                     f"cannot create lot {series.name}: {r.status_code} {r.text[:200]}"
                 )
             lot = r.json()
-        slots = await self.send("GET", f"/api/v1/lots/{lot['id']}/slots", token)
+        slots = await self.call("GET", f"/api/v1/lots/{lot['id']}/slots", token)
         slots.raise_for_status()
         free = [s["id"] for s in slots.json() if s["status"] == "free"][: series.capacity]
         rng = random.Random(f"{self.o.seed}:slots:{series.code}")
@@ -537,9 +539,10 @@ class Simulation:
     async def _clear(self, lot_id: str, owner_token: str) -> None:
         """Decline bookings an interrupted earlier replay left active in the lot."""
         while True:
-            r = await self.send(
+            r = await self.call(
                 "GET", "/api/v1/bookings", owner_token, params={"status": "active", "limit": 200}
             )
+            r.raise_for_status()
             left = [b for b in r.json()["items"] if b["lot_id"] == lot_id]
             if not left:
                 return
@@ -908,7 +911,9 @@ class Simulation:
             cursor = None
             while True:
                 params = {"type": EXPIRED, "limit": 200} | ({"cursor": cursor} if cursor else {})
-                r = await self.send("GET", "/api/v1/notifications", lot.owner_token, params=params)
+                r = await self.call(
+                    "GET", "/api/v1/notifications", lot.owner_token, params=params, kind="check"
+                )
                 r.raise_for_status()
                 page = r.json()
                 for n in page["items"]:
