@@ -356,7 +356,6 @@ class Simulation:
         token: str,
         body: dict | None = None,
         key: str | None = None,
-        ok: tuple[int, ...] = (200, 201),
         kind: str = "set-up",
         params: dict | None = None,
     ) -> Answer:
@@ -466,7 +465,6 @@ class Simulation:
                 "full_name": f"Car park manager ({code})",
                 "roles": ["owner"],
             },
-            ok=(201, 409),
         )
         if r.status_code not in (201, 409):
             raise ReplayError(f"cannot create owner {email}: {r.status_code} {r.text[:200]}")
