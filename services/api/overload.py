@@ -18,6 +18,14 @@ admitted request wait nearly the whole bound (p50 2.05 s at 400 creates/s offere
 docs/benchmarks-bookings.md); newest first serves the admitted ones at once and lets
 the oldest, whose clients may be about to give up, take the 503.
 
+Renewals go first: a waiting `POST /api/v1/bookings/{id}/renew` gets a freed slot
+before any other waiting request (`urgent`). A renewal races its booking's end: one
+handled after the end finds the booking expired and makes a new booking instead (more
+work, and the driver's booking lapsed), while a create, a read or an action refused
+with 503 is retried after `Retry-After` with nothing lost. So under overload the api
+keeps the drivers already parked and refuses newcomers first. Within each class the
+order is the adaptive LIFO above.
+
 Never held back: /healthz, /readyz and /metrics (an overloaded api must still look
 alive to its probes and scrapes), and WebSocket upgrades (served before Litestar by
 ws.WebSocketFront; only `http` scopes are counted here).
@@ -25,6 +33,7 @@ ws.WebSocketFront; only `http` scopes are counted here).
 
 import asyncio
 import math
+import re
 from collections import deque
 
 import msgspec
@@ -35,6 +44,13 @@ EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
 # The share of PARKMATE_QUEUE_SECONDS the oldest waiter may wait before slots go to
 # the newest waiter first.
 LIFO_AFTER_SHARE = 0.5
+_RENEWAL = re.compile(r"/api/v1/bookings/[^/]+/renew")
+
+
+def urgent(method: str, path: str) -> bool:
+    """Whether a request goes before every other waiting one: a booking's renewal
+    (`POST /api/v1/bookings/{id}/renew`, see the module's docstring)."""
+    return method == "POST" and _RENEWAL.fullmatch(path) is not None
 
 
 def lifo_after(queue_seconds: float) -> float:
@@ -58,8 +74,9 @@ class _Waiter:
 
 class Slots:
     """At most `limit` holders at once (`limit` >= 1, else ValueError). `release` hands
-    a slot directly to a waiter: the oldest, unless the oldest has waited `lifo_after`
-    seconds or more, then the newest (adaptive LIFO, see the module's docstring)."""
+    a slot directly to a waiter: an urgent one if any waits, else any; within that class
+    the oldest, unless the oldest has waited `lifo_after` seconds or more, then the
+    newest (adaptive LIFO, see the module's docstring)."""
 
     def __init__(self, limit: int, lifo_after: float):
         if limit < 1:
@@ -67,18 +84,20 @@ class Slots:
         self.limit = limit
         self.lifo_after = lifo_after
         self.in_flight = 0
-        # Only requests still waiting, oldest first: one that gave up or was cancelled
-        # leaves it.
-        self._waiters: deque[_Waiter] = deque()
+        # Only requests still waiting, oldest first, urgent ones apart: one that gave up
+        # or was cancelled leaves its queue.
+        self._urgent: deque[_Waiter] = deque()
+        self._others: deque[_Waiter] = deque()
 
     @property
     def waiting(self) -> int:
         """Requests waiting for a slot now."""
-        return len(self._waiters)
+        return len(self._urgent) + len(self._others)
 
-    async def acquire(self, timeout: float) -> bool:
+    async def acquire(self, timeout: float, urgent: bool = False) -> bool:
         """Take a slot: True at once when one is free, else after waiting for one (at
-        most `timeout` seconds; 0: no wait); False when none came in time."""
+        most `timeout` seconds; 0: no wait); False when none came in time. An `urgent`
+        waiter is handed a slot before the others."""
         # No request waits while a slot is free (release hands slots to waiters first),
         # so taking a free slot here never jumps the queue.
         if self.in_flight < self.limit:
@@ -88,35 +107,37 @@ class Slots:
             return False
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop.create_future(), loop.time())
-        self._waiters.append(waiter)
-        timer = loop.call_later(timeout, self._give_up, waiter)
+        queue = self._urgent if urgent else self._others
+        queue.append(waiter)
+        timer = loop.call_later(timeout, self._give_up, queue, waiter)
         turn = waiter.turn
         try:
             return await turn
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled() and turn.result():
                 self.release()  # handed a slot while being cancelled: pass it on
-            elif waiter in self._waiters:
-                self._waiters.remove(waiter)
+            elif waiter in queue:
+                queue.remove(waiter)
             raise
         finally:
             timer.cancel()
 
-    def _give_up(self, waiter: _Waiter) -> None:
+    def _give_up(self, queue: deque[_Waiter], waiter: _Waiter) -> None:
         if not waiter.turn.done():
             waiter.turn.set_result(False)
-            self._waiters.remove(waiter)
+            queue.remove(waiter)
 
     def release(self) -> None:
-        """Give the slot back: to a waiter if any (the oldest, or the newest once the
-        oldest has waited `lifo_after` s), else free it."""
-        while self._waiters:
-            oldest = self._waiters[0]
-            standing = asyncio.get_running_loop().time() - oldest.since >= self.lifo_after
-            waiter = self._waiters.pop() if standing else self._waiters.popleft()
-            if not waiter.turn.done():
-                waiter.turn.set_result(True)  # the slot passes on: in_flight does not change
-                return
+        """Give the slot back: to a waiter if any (urgent ones first; in a queue the
+        oldest, or the newest once the oldest has waited `lifo_after` s), else free it."""
+        now = asyncio.get_running_loop().time()
+        for queue in (self._urgent, self._others):
+            while queue:
+                standing = now - queue[0].since >= self.lifo_after
+                waiter = queue.pop() if standing else queue.popleft()
+                if not waiter.turn.done():
+                    waiter.turn.set_result(True)  # the slot passes on: in_flight unchanged
+                    return
         self.in_flight -= 1
 
 
@@ -149,7 +170,9 @@ class OverloadMiddleware:
             return await self.app(scope, receive, send)
         API_WAITING.inc()
         try:
-            admitted = await self.slots.acquire(self.queue_seconds)
+            admitted = await self.slots.acquire(
+                self.queue_seconds, urgent(scope["method"], scope["path"])
+            )
         finally:
             API_WAITING.dec()
         if not admitted:

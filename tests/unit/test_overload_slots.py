@@ -1,12 +1,13 @@
 """The api's in-flight bound (services/api/overload.py Slots): a free slot at once, waiters
 served first come first served until the oldest has waited `lifo_after` seconds and
-newest first from then on, a waiter that gives up or is cancelled leaves no trace."""
+newest first from then on, renewals before every other waiter, a waiter that gives up
+or is cancelled leaves no trace."""
 
 import asyncio
 
 import pytest
 
-from services.api.overload import Slots, retry_after_seconds
+from services.api.overload import Slots, retry_after_seconds, urgent
 
 
 async def test_waiters_get_released_slots_in_arrival_order():
@@ -98,3 +99,48 @@ def test_retry_after_is_the_queue_wait_rounded_up_and_at_least_one_second():
     assert [retry_after_seconds(s) for s in (0, 0.3, 1, 2, 2.5)] == [1, 1, 1, 2, 3]
     with pytest.raises(ValueError):
         Slots(0, lifo_after=1)
+
+
+async def test_an_urgent_waiter_gets_the_next_slot_before_older_waiters():
+    slots = Slots(1, lifo_after=3600)
+    assert await slots.acquire(0)
+    first = asyncio.create_task(slots.acquire(3600))
+    second = asyncio.create_task(slots.acquire(3600))
+    renewal = asyncio.create_task(slots.acquire(3600, urgent=True))
+    later_renewal = asyncio.create_task(slots.acquire(3600, urgent=True))
+    await asyncio.sleep(0)  # the new tasks run up to their wait
+    assert slots.waiting == 4
+    slots.release()
+    assert await renewal is True and not first.done()
+    slots.release()
+    assert await later_renewal is True and not first.done()
+    slots.release()
+    assert await first is True and not second.done()  # then the others, in order
+    slots.release()
+    assert await second is True
+    assert slots.in_flight == 1 and slots.waiting == 0
+
+
+async def test_an_urgent_waiter_that_gives_up_or_is_cancelled_leaves_its_queue():
+    slots = Slots(1, lifo_after=3600)
+    assert await slots.acquire(0)
+    assert await slots.acquire(0.01, urgent=True) is False
+    cancelled = asyncio.create_task(slots.acquire(3600, urgent=True))
+    other = asyncio.create_task(slots.acquire(3600))
+    await asyncio.sleep(0)  # the new tasks run up to their wait
+    assert slots.waiting == 2
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert slots.waiting == 1
+    slots.release()
+    assert await other is True
+
+
+def test_only_a_bookings_renewal_is_urgent():
+    assert urgent("POST", "/api/v1/bookings/0192f0a4-7c1e-7000-8000-000000000001/renew")
+    assert not urgent("GET", "/api/v1/bookings/0192f0a4-7c1e-7000-8000-000000000001/renew")
+    assert not urgent("POST", "/api/v1/bookings")
+    assert not urgent("POST", "/api/v1/bookings/b1/cancel")
+    assert not urgent("POST", "/api/v1/bookings/b1/renew/extra")
+    assert not urgent("POST", "/api/v1/bookings//renew")
