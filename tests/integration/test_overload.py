@@ -1,8 +1,9 @@
 """Overload answered early (services/api/overload.py): an api with a tiny in-flight bound,
 its slots held by requests whose bodies have not finished arriving, refuses the others
 with 503, Retry-After and a detail, keeps its probes and WebSocket open, and serves the
-held ones; a service that does not answer is 503 with Retry-After too; the replay's
-client counts those answers and retries after them. Real NATS and PostgreSQL."""
+held ones; a waiting renewal gets a freed slot before older waiters; a service that
+does not answer is 503 with Retry-After too; the replay's client counts those answers
+and retries after them. Real NATS and PostgreSQL."""
 
 import asyncio
 import contextlib
@@ -166,3 +167,48 @@ async def test_a_service_that_does_not_answer_is_503_with_retry_after_and_docume
         operations = [op for path in paths.values() for op in path.values() if "responses" in op]
         assert len(operations) > 30
         assert all("503" in op["responses"] for op in operations)
+
+
+async def test_a_waiting_renewal_gets_the_freed_slot_before_an_older_waiting_request(
+    nats_url, database_url
+):
+    common = Common(nats_url, database_url)
+    port = free_port()
+    patient = ApiSettings(
+        common, port=port, jwt_secret=SECRET, max_inflight=BOUND, queue_seconds=30
+    )
+    base = f"http://127.0.0.1:{port}"
+    async with (
+        running(serve_bookings, BookingsSettings(common)),
+        running(serve_api, patient),
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        auth = {"Authorization": f"Bearer {await driver_token(http)}"}
+        first, second = Held(base, 1), Held(base, 1)
+        try:
+            await until_in_flight(http, BOUND)
+            read = asyncio.create_task(http.get("/api/v1/me", headers=auth))
+
+            async def waiting(count: int):
+                async def reached() -> bool:
+                    return await metric(http, "parkmate_api_requests_waiting") == count
+
+                await eventually(reached)
+
+            await waiting(1)
+            renewal = asyncio.create_task(
+                http.post(
+                    "/api/v1/bookings/0192f0a4-7c1e-7000-8000-000000000001/renew",
+                    headers=auth,
+                    json={},
+                )
+            )
+            await waiting(2)
+            await first.release()  # one slot frees: the renewal, not the older read, gets it
+            done, _ = await asyncio.wait({read, renewal}, return_when=asyncio.FIRST_COMPLETED)
+            assert done == {renewal}
+            assert renewal.result().status_code == 404, renewal.result().text
+            assert (await read).status_code == 200
+        finally:
+            await first.release()
+            await second.release()
