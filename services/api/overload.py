@@ -12,11 +12,11 @@ services/api/errors.py).
 Waiters are served first come first served until the oldest has waited half the bound
 (`lifo_after`), and newest first from then on ("adaptive LIFO", as in Facebook's "Fail
 at Scale", 2015). A queue that drains within half the bound is served in order, so a
-client that keeps a fixed number of requests open (the replay's gate of 100) is never
-overtaken. Under sustained overload, first come first served would make every
-admitted request wait nearly the whole bound (p50 2.05 s at 400 creates/s offered,
-docs/benchmarks-bookings.md); newest first serves the admitted ones at once and lets
-the oldest, whose clients may be about to give up, take the 503.
+client that keeps a fixed number of requests open (the replay's gate of 100) is
+overtaken only by renewals (below). Under sustained overload, first come first served
+would make every admitted request wait nearly the whole bound (p50 2.05 s at 400
+creates/s offered, docs/benchmarks-bookings.md); newest first serves the admitted ones
+at once and lets the oldest, whose clients may be about to give up, take the 503.
 
 Renewals go first: a waiting `POST /api/v1/bookings/{id}/renew` gets a freed slot
 before any other waiting request (`urgent`). A renewal races its booking's end: one
