@@ -15,6 +15,7 @@ is told 409 "in progress" until the claim is abandoned (60 s), and then runs aga
 """
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -26,12 +27,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api import identity
 from services.api.storage import idempotency_keys as table
+from services.contracts.limits import IDEMPOTENCY_KEY_MAX
 from services.runtime.coalesce import Coalescer
 from services.runtime.db import ConnectionLost, raw_connection
 
 log = structlog.get_logger()
 
-MAX_KEY = 255
+MAX_KEY = IDEMPOTENCY_KEY_MAX
+
+
+def key_of(headers: Mapping[str, str]) -> str | None:
+    """The request's Idempotency-Key as the middleware keys it (trimmed), or None when
+    it has none. A route passes it on to the service, which recognises a retry whose
+    first answer was lost (services/contracts/bookings.py, `request_key`)."""
+    key = headers.get("idempotency-key")
+    return key.strip() or None if key is not None else None
+
+
 ABANDONED_AFTER = timedelta(seconds=60)
 
 # The claims and the stored answers are on the path of every POST with a key: one

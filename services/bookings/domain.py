@@ -236,6 +236,32 @@ def plan_renewal(
     return Rebook(now, now + period, b.renewals + 1)
 
 
+class Retry(enum.Enum):
+    """What a renewal sees of an earlier try of itself (`retried_renewal`)."""
+
+    NONE = "none"  # no sign of one: decide the renewal
+    EXTENDED = "extended"  # that try extended this booking, nothing changed it since
+    REBOOKED = "rebooked"  # that try may have rebooked it: look for the new booking
+
+
+def retried_renewal(
+    status: str, last_request_key: str | None, slot_taken: bool, request_key: str | None
+) -> Retry:
+    """Whether a renewal carrying `request_key` (its HTTP Idempotency-Key) was already
+    applied by an earlier try whose answer was lost (a 503 after the api stopped
+    waiting), from the booking's `status`, the key of its last change
+    (`last_request_key`) and whether another booking holds its slot. Without a key there
+    is no retry to recognise. Such a retry must answer what the first try did instead of
+    renewing again (docs/contract.md, Idempotency-Key)."""
+    if request_key is None:
+        return Retry.NONE
+    if status == "active" and last_request_key == request_key:
+        return Retry.EXTENDED
+    if status == "expired" and slot_taken:
+        return Retry.REBOOKED
+    return Retry.NONE
+
+
 # ----- state changes by people -----
 
 

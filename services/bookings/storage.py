@@ -103,6 +103,9 @@ bookings = sa.Table(
     sa.Column("renewed_from", UUID(as_uuid=False), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # The Idempotency-Key of the request that made the booking or last renewed it: a
+    # retry whose first answer was lost finds what that try did (handlers/bookings.py).
+    sa.Column("request_key", sa.Text, nullable=True),
     # The rule "one active booking per slot" lives in the database, so it holds under
     # any concurrency and with any number of replicas.
     sa.Index(
@@ -272,6 +275,7 @@ class BookingRow(NamedTuple):
     carwash_status: str | None
     staff_ids: list[str]
     slot_taken: bool
+    request_key: str | None
 
 
 _BOOKING_SQL = """
@@ -285,7 +289,8 @@ SELECT b.id::text, b.lot_id::text, b.slot_id::text, b.user_id::text, b.vehicle_i
        coalesce((SELECT array_agg(st.user_id::text ORDER BY st.assigned_at)
                  FROM bookings.staff st WHERE st.lot_id = b.lot_id), '{}'),
        EXISTS (SELECT 1 FROM bookings.bookings o
-               WHERE o.slot_id = b.slot_id AND o.status = 'active' AND o.id <> b.id)
+               WHERE o.slot_id = b.slot_id AND o.status = 'active' AND o.id <> b.id),
+       b.request_key
 FROM bookings.bookings b
 JOIN bookings.slots s ON s.id = b.slot_id
 JOIN bookings.lots l ON l.id = b.lot_id
@@ -411,7 +416,7 @@ _EXTEND_SQL = (
 WITH changed AS (
     UPDATE bookings.bookings
     SET end_time = $5, version = $6, renewals = $7, price = price + $8,
-        payment_status = $9, updated_at = $10
+        payment_status = $9, updated_at = $10, request_key = $15
     WHERE id = $1 AND status = $2 AND version = $3 AND payment_status = $4
     RETURNING id
 ),"""
@@ -430,10 +435,12 @@ async def extend_booking(
     payment_status: str,
     now: datetime,
     events: list[Pending],
+    request_key: str | None = None,
 ) -> bool:
-    """Move an active booking's end and write `events` to the outbox, in one statement,
-    if the booking is still as `was` (status, version, payment status); False when it
-    changed since it was read (nothing written)."""
+    """Move an active booking's end, record `request_key` as its last change's, and
+    write `events` to the outbox, in one statement, if the booking is still as `was`
+    (status, version, payment status); False when it changed since it was read
+    (nothing written)."""
     applied = await raw.fetchval(
         _EXTEND_SQL,
         was.id,
@@ -447,6 +454,7 @@ async def extend_booking(
         payment_status,
         now,
         *_outbox_args(events),
+        request_key,
     )
     return applied == 1
 
@@ -454,10 +462,10 @@ async def extend_booking(
 _INSERT_BOOKING = """
 INSERT INTO bookings.bookings (id, lot_id, slot_id, user_id, vehicle_id, status,
     start_time, end_time, version, renewals, price, currency, payment_method,
-    payment_status, renewed_from, created_at, updated_at)
+    payment_status, renewed_from, created_at, updated_at, request_key)
 SELECT $1::uuid, $2::uuid, $3::uuid, $4::uuid, $5::uuid, 'active', $6::timestamptz,
     $7::timestamptz, 1, $8::int, $9::numeric, $10::text, $11::text, $12::text, $13::uuid,
-    $14::timestamptz, $14::timestamptz
+    $14::timestamptz, $14::timestamptz, $15::text
 """
 
 _REBOOK_SQL = (
@@ -466,10 +474,10 @@ WITH changed AS ("""
     + _INSERT_BOOKING
     + """
     WHERE EXISTS (SELECT 1 FROM bookings.bookings
-                  WHERE id = $13 AND status = 'expired' AND version = $15)
+                  WHERE id = $13 AND status = 'expired' AND version = $16)
     RETURNING id
 ),"""
-    + _OUTBOX_ROWS.format(ids=16, subjects=17, payloads=18, times=19)
+    + _OUTBOX_ROWS.format(ids=17, subjects=18, payloads=19, times=20)
     + "\nSELECT count(*) FROM changed"
 )
 
@@ -486,17 +494,18 @@ WITH alive AS (
 ), carwash AS (
     INSERT INTO bookings.carwash_orders (id, booking_id, lot_id, status, price, currency,
         created_at, updated_at)
-    SELECT $15::uuid, changed.id, $2::uuid, 'requested', $16::numeric, $10::text,
+    SELECT $16::uuid, changed.id, $2::uuid, 'requested', $17::numeric, $10::text,
         $14::timestamptz, $14::timestamptz
-    FROM changed WHERE $15::uuid IS NOT NULL
+    FROM changed WHERE $16::uuid IS NOT NULL
 ),"""
-    + _OUTBOX_ROWS.format(ids=17, subjects=18, payloads=19, times=20)
+    + _OUTBOX_ROWS.format(ids=18, subjects=19, payloads=20, times=21)
     + "\nSELECT count(*) FROM changed"
 )
 
 
 class NewBooking(NamedTuple):
-    """The columns of a new active booking (version 1); times are UTC datetimes."""
+    """The columns of a new active booking (version 1); times are UTC datetimes;
+    `request_key` the Idempotency-Key of the request making it, if any."""
 
     id: str
     lot_id: str
@@ -512,6 +521,7 @@ class NewBooking(NamedTuple):
     payment_status: str
     renewed_from: str | None
     created_at: datetime
+    request_key: str | None
 
 
 async def rebook(
@@ -558,6 +568,7 @@ class SlotToBook(NamedTuple):
     booked_until: datetime | None
     vehicle_is_mine: bool
     staff_ids: list[str]
+    booked_by_request: str | None
 
 
 _SLOT_TO_BOOK_SQL = """
@@ -568,18 +579,46 @@ SELECT s.lot_id::text, s.label, l.booking_seconds, l.warning_seconds,
         WHERE b.slot_id = s.id AND b.status = 'active'),
        EXISTS (SELECT 1 FROM bookings.vehicles v WHERE v.id = $2::uuid AND v.user_id = $3::uuid),
        coalesce((SELECT array_agg(st.user_id::text ORDER BY st.assigned_at)
-                 FROM bookings.staff st WHERE st.lot_id = s.lot_id), '{}')
+                 FROM bookings.staff st WHERE st.lot_id = s.lot_id), '{}'),
+       (SELECT b.id::text FROM bookings.bookings b
+        WHERE b.slot_id = s.id AND b.status = 'active' AND b.user_id = $3::uuid
+          AND b.request_key = $4::text)
 FROM bookings.slots s JOIN bookings.lots l ON l.id = s.lot_id
 WHERE s.id = $1 AND s.removed_at IS NULL
 """
 
 
 async def slot_to_book(
-    raw: asyncpg.Connection, slot_id: str, vehicle_id: str | None, user_id: str
+    raw: asyncpg.Connection,
+    slot_id: str,
+    vehicle_id: str | None,
+    user_id: str,
+    request_key: str | None = None,
 ) -> SlotToBook | None:
-    """The slot (not removed) with what a create needs, or None; no lock taken."""
-    record = await raw.fetchrow(_SLOT_TO_BOOK_SQL, slot_id, vehicle_id, user_id)
+    """The slot (not removed) with what a create needs, or None; no lock taken.
+    `booked_by_request` is the id of the slot's active booking when `user_id` made it
+    with `request_key` (a retried request), else None."""
+    record = await raw.fetchrow(_SLOT_TO_BOOK_SQL, slot_id, vehicle_id, user_id, request_key)
     return None if record is None else SlotToBook(*record)
+
+
+_MADE_BY_REQUEST_SQL = """
+SELECT id::text FROM bookings.bookings
+WHERE slot_id = $1 AND status = 'active' AND user_id = $2 AND request_key = $3
+  AND ($4::uuid IS NULL OR renewed_from = $4::uuid)
+"""
+
+
+async def made_by_request(
+    raw: asyncpg.Connection,
+    slot_id: str,
+    user_id: str,
+    request_key: str,
+    renewed_from: str | None = None,
+) -> str | None:
+    """The id of the slot's active booking if `user_id` made it with `request_key` (and,
+    when given, by renewing `renewed_from`), else None."""
+    return await raw.fetchval(_MADE_BY_REQUEST_SQL, slot_id, user_id, request_key, renewed_from)
 
 
 async def insert_events(raw: asyncpg.Connection, events: list[Pending]) -> None:

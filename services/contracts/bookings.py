@@ -22,6 +22,7 @@ from services.contracts.limits import (
     Cursor,
     GraceSeconds,
     Id,
+    IdempotencyKey,
     MaxRenewals,
     Name,
     PageLimit,
@@ -185,7 +186,10 @@ class ListSlots(msgspec.Struct, kw_only=True):
 
 
 class CreateBooking(msgspec.Struct, kw_only=True):
-    """Book `slot_id` for the lot's booking_seconds from now."""
+    """Book `slot_id` for the lot's booking_seconds from now. `request_key`: the HTTP
+    request's Idempotency-Key; a retry with the same key while the booking it made is
+    active gets that booking back (nothing new is made, charged or announced) instead
+    of a 409."""
 
     actor: Actor
     slot_id: Id
@@ -193,6 +197,7 @@ class CreateBooking(msgspec.Struct, kw_only=True):
     payment_method: PaymentMethod = "cash"
     payment_token: PaymentToken | None = None
     carwash: bool = False
+    request_key: IdempotencyKey | None = None
 
 
 class GetBooking(msgspec.Struct, kw_only=True):
@@ -361,11 +366,15 @@ class VehicleList(msgspec.Struct):
 
 
 class RenewBooking(msgspec.Struct, kw_only=True):
-    """Renew a booking; online bookings are charged again with `payment_token`."""
+    """Renew a booking; online bookings are charged again with `payment_token`.
+    `request_key`: the HTTP request's Idempotency-Key; a retry with the same key gets
+    the booking as the first try left it (renewed once, charged once) while that
+    renewal is the booking's last change, or while the booking it made is active."""
 
     actor: Actor
     booking_id: Id
     payment_token: PaymentToken | None = None
+    request_key: IdempotencyKey | None = None
 
 
 class CancelBooking(msgspec.Struct, kw_only=True):

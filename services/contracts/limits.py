@@ -49,6 +49,7 @@ EMAIL_MAX = 254  # RFC 5321's limit for a forward path
 PASSWORD_MAX = 256
 REASON_MAX = 500  # a decline reason, told to the driver
 PAYMENT_TOKEN_MAX = 200
+IDEMPOTENCY_KEY_MAX = 255  # an HTTP Idempotency-Key, as the api accepts it
 CURSOR_MAX = 100  # the cursors the API gives out are 48 characters
 ROLE_MAX = 16
 TYPE_MAX = 64  # a notification type ("booking.expiring")
@@ -118,6 +119,8 @@ NewPassword = Annotated[str, text(PASSWORD_MAX)]
 Password = Annotated[str, msgspec.Meta(max_length=PASSWORD_MAX)]
 Reason = Annotated[str, text(REASON_MAX, 1, MULTI_LINE)]
 PaymentToken = Annotated[str, text(PAYMENT_TOKEN_MAX)]
+# Compared, never shown: any characters an HTTP header may carry.
+IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=IDEMPOTENCY_KEY_MAX)]
 Cursor = Annotated[str, text(CURSOR_MAX)]
 Role = Annotated[str, text(ROLE_MAX)]
 NotificationType = Annotated[str, text(TYPE_MAX)]

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import json
 import tomllib
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from services.api.config import Settings as ApiSettings
 from services.api.entrypoints import serve as serve_api
 from services.bookings.config import Settings as BookingsSettings
 from services.bookings.entrypoints import serve as serve_bookings
+from services.contracts.ids import uuid7
 from services.notifier.config import Settings as NotifierSettings
 from services.notifier.entrypoints import serve as serve_notifier
 from services.runtime.config import Common
@@ -287,3 +289,46 @@ async def test_probes_and_metrics(api):
         await ws.recv()
         text = (await api.get(root + "/metrics")).text
         assert "parkmate_websockets 1.0" in text
+
+
+async def test_a_booking_and_its_renewal_retried_after_a_lost_answer_apply_once(api, database_url):
+    """A POST's answer can be lost after the bookings service acted (the api answered
+    503 when it stopped waiting, and a 5xx keeps no stored answer). The retry with the
+    same Idempotency-Key reaches the service again, which recognises it: the same
+    booking, renewed once."""
+    owner = identity.issue_token(KEYS, str(uuid7()), ["owner"], 300)
+    driver = identity.issue_token(KEYS, str(uuid7()), ["driver"], 300)
+    lot = await api.post(
+        "/lots", headers=auth(owner), json={"name": "L", "address": "A", "slot_count": 1}
+    )
+    assert lot.status_code == 201, lot.text
+    slot_id = lot.json()["slots"][0]["id"]
+    engine = make_engine(database_url)
+
+    async def forget_answers() -> None:  # as if each first try had ended in a 503
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DELETE FROM identity.idempotency_keys"))
+
+    def post(path: str, key: str, body: dict) -> Awaitable[httpx.Response]:
+        return api.post(path, headers=auth(driver) | {"Idempotency-Key": key}, json=body)
+
+    try:
+        first = await post("/bookings", "k-book", {"slot_id": slot_id})
+        assert first.status_code == 201, first.text
+        await forget_answers()
+        retry = await post("/bookings", "k-book", {"slot_id": slot_id})
+        assert retry.status_code == 201, retry.text
+        assert "idempotent-replayed" not in retry.headers  # the service answered it
+        assert retry.json()["id"] == first.json()["id"]
+        other = await post("/bookings", "k-other", {"slot_id": slot_id})
+        assert other.status_code == 409, other.text
+        booking_id = first.json()["id"]
+        renewed = await post(f"/bookings/{booking_id}/renew", "k-renew", {})
+        assert renewed.status_code == 200 and renewed.json()["renewals"] == 1, renewed.text
+        await forget_answers()
+        again = await post(f"/bookings/{booking_id}/renew", "k-renew", {})
+        assert again.status_code == 200, again.text
+        assert again.json()["renewals"] == 1
+        assert again.json()["end_time"] == renewed.json()["end_time"]
+    finally:
+        await engine.dispose()

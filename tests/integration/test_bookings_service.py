@@ -20,6 +20,7 @@ from tests.support import consumed, eventually, nats_client, running
 
 OWNER = c.Actor(user_id=str(uuid7()), roles=["owner"])
 DRIVER = c.Actor(user_id=str(uuid7()), roles=["driver"])
+OTHER_DRIVER = c.Actor(user_id=str(uuid7()), roles=["driver"])
 
 
 @pytest.fixture
@@ -505,3 +506,76 @@ async def test_renewal_after_the_expiry_rebooks_once_and_never_extends_the_expir
 
 async def _expired(nc, booking_id):
     return (await get(nc, booking_id)).status == "expired" or None
+
+
+async def create(nc, slot_id: str, key: str | None, actor=DRIVER) -> c.BookingView:
+    return await call(
+        nc,
+        subjects.BOOKINGS_BOOKING_CREATE,
+        c.CreateBooking(actor=actor, slot_id=slot_id, request_key=key),
+        c.BookingView,
+    )
+
+
+async def renew(nc, booking_id: str, key: str | None) -> c.BookingView:
+    return await call(
+        nc,
+        subjects.BOOKINGS_BOOKING_RENEW,
+        c.RenewBooking(actor=DRIVER, booking_id=booking_id, request_key=key),
+        c.BookingView,
+    )
+
+
+async def test_a_create_retried_with_its_key_gets_the_booking_it_made(bookings):
+    """The api's answer to a create may be lost (a 503 after it stopped waiting) while
+    the booking was made: the retry, same driver and same Idempotency-Key, gets that
+    booking back; nothing is made or announced twice. Another key, or another driver
+    with the same key, still meets a taken slot."""
+    lot = await make_lot(bookings)
+    slot = lot.slots[0].id
+    first = await create(bookings, slot, "k-create")
+    again = await create(bookings, slot, "k-create")
+    assert again.id == first.id and again.end_time == first.end_time
+    for key, actor in (("k-other", DRIVER), (None, DRIVER), ("k-create", OTHER_DRIVER)):
+        with pytest.raises(RemoteError) as taken:
+            await create(bookings, slot, key, actor)
+        assert taken.value.code == "conflict", (key, actor)
+    concurrent = await asyncio.gather(
+        *(create(bookings, lot.slots[1].id, "k-race") for _ in range(5))
+    )
+    assert len({b.id for b in concurrent}) == 1  # the losers of the race find the winner
+    await eventually(lambda: _at_least(events(bookings, subjects.BOOKING_CREATED), 2))
+    await asyncio.sleep(0.5)  # on purpose: a doubled event would arrive meanwhile
+    created = await events(bookings, subjects.BOOKING_CREATED)
+    made = [msgspec.json.decode(e.data, type=c.BookingEventData).booking_id for _, e in created]
+    assert sorted(made) == sorted([first.id, concurrent[0].id])
+
+
+async def test_a_renewal_retried_with_its_key_renews_once(bookings):
+    lot = await make_lot(bookings)
+    booking = await create(bookings, lot.slots[0].id, "k-book")
+    once = await renew(bookings, booking.id, "k-renew-1")
+    again = await renew(bookings, booking.id, "k-renew-1")
+    assert once.renewals == again.renewals == 1 and again.end_time == once.end_time
+    later = await renew(bookings, booking.id, "k-renew-2")  # a new key: a new renewal
+    assert later.renewals == 2
+    stale = await renew(bookings, booking.id, "k-renew-1")  # no longer the last change
+    assert stale.renewals == 3
+    found = await eventually(lambda: _at_least(events(bookings, subjects.BOOKING_RENEWED), 3))
+    await asyncio.sleep(0.5)  # on purpose: a doubled event would arrive meanwhile
+    assert len(await events(bookings, subjects.BOOKING_RENEWED)) == len(found) == 3
+
+
+async def test_a_rebooking_retried_with_its_key_gets_the_new_booking(bookings):
+    lot = await make_lot(bookings, booking_seconds=1, warning_seconds=0)
+    booking = await create(bookings, lot.slots[0].id, None)
+    await asyncio.sleep(1.1)  # let the one-second booking end, on purpose
+    await fire(bookings, booking, "expiry", 1)
+    await eventually(lambda: _expired(bookings, booking.id))
+    rebooked = await renew(bookings, booking.id, "k-rebook")
+    assert rebooked.id != booking.id and rebooked.renewed_from == booking.id
+    again = await renew(bookings, booking.id, "k-rebook")
+    assert again.id == rebooked.id and again.start_time == rebooked.start_time
+    with pytest.raises(RemoteError) as taken:  # another key: the slot is taken now
+        await renew(bookings, booking.id, "k-other")
+    assert taken.value.code == "conflict"

@@ -176,3 +176,22 @@ def test_plates_are_normalised(raw, plate):
 def test_bad_plates_are_refused(raw):
     with pytest.raises(DomainError):
         domain.normalise_plate(raw)
+
+
+@pytest.mark.parametrize(
+    ("status", "last_key", "slot_taken", "key", "expected"),
+    [
+        ("active", "k1", False, "k1", domain.Retry.EXTENDED),  # the first try extended it
+        ("active", "k0", False, "k1", domain.Retry.NONE),  # another request changed it last
+        ("active", None, False, "k1", domain.Retry.NONE),
+        ("active", "k1", False, None, domain.Retry.NONE),  # no key: nothing to recognise
+        ("expired", "k0", True, "k1", domain.Retry.REBOOKED),  # look for the new booking
+        ("expired", "k0", False, "k1", domain.Retry.NONE),  # slot free: nobody rebooked it
+        ("expired", "k1", True, None, domain.Retry.NONE),
+        ("cancelled", "k1", True, "k1", domain.Retry.NONE),
+    ],
+)
+def test_a_renewal_recognises_an_earlier_try_of_itself_only_by_its_key(
+    status, last_key, slot_taken, key, expected
+):
+    assert domain.retried_renewal(status, last_key, slot_taken, key) is expected

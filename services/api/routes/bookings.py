@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from services.api.errors import responses
+from services.api.idempotency import key_of
 from services.api.routes.common import CursorQuery, PathId, ask, deps
 from services.contracts import bookings as c
 from services.contracts import subjects as s
@@ -51,7 +52,9 @@ async def create_booking(
 ) -> c.BookingView:
     """201 the booking; 409 when the slot is not free (`extra.booked_until`); 402 when the
     online payment is declined; 404 for an unknown slot or someone else's vehicle."""
-    req = c.CreateBooking(actor=actor, **msgspec.structs.asdict(data))
+    req = c.CreateBooking(
+        actor=actor, request_key=key_of(request.headers), **msgspec.structs.asdict(data)
+    )
     return await ask(request, s.BOOKINGS_BOOKING_CREATE, req, c.BookingView)
 
 
@@ -114,7 +117,12 @@ async def renew(
     return await ask(
         request,
         s.BOOKINGS_BOOKING_RENEW,
-        c.RenewBooking(actor=actor, booking_id=booking_id, payment_token=token),
+        c.RenewBooking(
+            actor=actor,
+            booking_id=booking_id,
+            payment_token=token,
+            request_key=key_of(request.headers),
+        ),
         c.BookingView,
     )
 

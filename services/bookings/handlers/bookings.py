@@ -56,6 +56,10 @@ async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
     that is not the caller's), conflict (the slot has an active booking;
     `extra.booked_until` says until when), payment_required (the online payment was
     declined: no booking is made and payment.failed is emitted).
+
+    A retry of a create whose answer was lost (same `request_key`, same driver) finds
+    the booking that try made, while it is active and that create is its last change,
+    and answers it again: nothing is written, charged or announced twice.
     """
     actor = req.actor
     if not domain.may_book(actor.roles):
@@ -63,7 +67,7 @@ async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
     slot_id = parse_id(req.slot_id, "slot")
     vehicle_id = None if req.vehicle_id is None else parse_id(req.vehicle_id, "vehicle")
     async with raw_connection(deps.engine) as raw:
-        slot = await storage.slot_to_book(raw, slot_id, vehicle_id, actor.user_id)
+        slot = await storage.slot_to_book(raw, slot_id, vehicle_id, actor.user_id, req.request_key)
         if slot is None:
             raise DomainError("not_found", f"No slot with id {slot_id}.")
         if vehicle_id is not None and not slot.vehicle_is_mine:
@@ -74,6 +78,8 @@ async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
             )
         if req.carwash and slot.carwash_price is None:
             raise DomainError("conflict", "This lot offers no car wash; book without it.")
+        if slot.booked_by_request is not None:
+            return await _as_made(deps, raw, slot.booked_by_request)
         if slot.booked_until is not None:
             raise _slot_taken(slot_id, slot.booked_until)
         price = domain.booking_price(slot.price_per_hour, slot.booking_seconds)
@@ -119,6 +125,7 @@ async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
             payment_status=payment_status,
             renewed_from=None,
             created_at=now,
+            request_key=req.request_key,
         )
         carwash_id = str(uuid7()) if req.carwash else None
         row = _row_of_new(new, slot, carwash_id)
@@ -145,6 +152,10 @@ async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
                 raise
             if payment_status == "paid":
                 await deps.payments.refund(booking_id, price, slot.currency)
+            if req.request_key is not None:  # the same request, retried, may have won
+                made = await storage.made_by_request(raw, slot_id, actor.user_id, req.request_key)
+                if made is not None:
+                    return await _as_made(deps, raw, made)
             taken_until = await raw.fetchval(
                 "SELECT end_time FROM bookings.bookings WHERE slot_id = $1 AND status = 'active'",
                 slot_id,
@@ -156,6 +167,16 @@ async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
             raise DomainError("not_found", f"No slot with id {slot_id}.")
     deps.committed(rows)
     await deps.slot_changed(slot.lot_id, slot_id, end)
+    return booking_view(row, deps.clock())
+
+
+async def _as_made(deps: Deps, raw, booking_id: str) -> c.BookingView:
+    """The answer to a retried request (same Idempotency-Key) whose first try made or
+    renewed `booking_id`: the booking as it is, with nothing written, charged or
+    announced again. Its first answer was lost (a 503 after the api stopped waiting)."""
+    row = await storage.fetch_booking(raw, booking_id)
+    if row is None:  # bookings are never deleted; kept for the type checker
+        raise DomainError("not_found", f"No booking with id {booking_id}.")
     return booking_view(row, deps.clock())
 
 
@@ -195,6 +216,7 @@ def _row_of_new(
         carwash_status=None if carwash_id is None else "requested",
         staff_ids=slot.staff_ids,
         slot_taken=False,
+        request_key=new.request_key,
     )
 
 
@@ -250,6 +272,9 @@ async def renew_booking(deps: Deps, req: c.RenewBooking) -> c.BookingView:
     only if the booking is still as read (`storage.extend_booking`, `storage.rebook`).
     A booking that changed in between (its expiry fired, another renewal won) is read
     again, up to RENEW_TRIES times, and then refused as a conflict to retry.
+
+    A retry of a renewal whose answer was lost (same `request_key`) answers the booking
+    as that try left it, renewing nothing again (`domain.retried_renewal`).
     """
     booking_id = parse_id(req.booking_id, "booking")
     async with raw_connection(deps.engine) as raw:
@@ -277,6 +302,15 @@ async def _try_renewal(
     require_on_booking(
         Action.RENEW, req.actor.user_id, req.actor.roles, row.user_id, people, row.id
     )
+    retry = domain.retried_renewal(row.status, row.request_key, row.slot_taken, req.request_key)
+    if retry is domain.Retry.EXTENDED:
+        return row
+    if retry is domain.Retry.REBOOKED:
+        made = await storage.made_by_request(
+            raw, row.slot_id, row.user_id, req.request_key, renewed_from=row.id
+        )
+        if made is not None:
+            return await storage.fetch_booking(raw, made)
     amount = domain.booking_price(row.lot_price_per_hour, row.booking_seconds)
     # An active booking holds its own slot; only an expired one needs it free.
     plan = domain.plan_renewal(
@@ -332,7 +366,16 @@ async def _try_renewal(
         )
         rows = [pending(event)]
         applied = await storage.extend_booking(
-            raw, row, plan.end_time, plan.version, plan.renewals, amount, paid, now, rows
+            raw,
+            row,
+            plan.end_time,
+            plan.version,
+            plan.renewals,
+            amount,
+            paid,
+            now,
+            rows,
+            req.request_key,
         )
     else:
         new = storage.NewBooking(
@@ -350,6 +393,7 @@ async def _try_renewal(
             payment_status=paid,
             renewed_from=row.id,
             created_at=now,
+            request_key=req.request_key,
         )
         renewed = row._replace(
             **new._asdict(),
