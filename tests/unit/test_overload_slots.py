@@ -63,12 +63,13 @@ async def test_a_burst_that_drains_within_lifo_after_is_served_in_order():
     assert served == [0, 1, 2, 3, 4]
 
 
-async def test_a_waiter_gives_up_after_its_timeout_and_a_cancelled_one_leaves():
+@pytest.mark.parametrize("urgent", [False, True])
+async def test_a_waiter_gives_up_after_its_timeout_and_a_cancelled_one_leaves(urgent):
     slots = Slots(1, lifo_after=3600)
     assert await slots.acquire(0)
-    assert await slots.acquire(0.01) is False  # nobody releases: the timeout passes
+    assert await slots.acquire(0.01, urgent) is False  # nobody releases: the timeout passes
     assert slots.waiting == 0
-    cancelled = asyncio.create_task(slots.acquire(3600))
+    cancelled = asyncio.create_task(slots.acquire(3600, urgent))
     await asyncio.sleep(0)  # the new tasks run up to their wait
     assert slots.waiting == 1
     cancelled.cancel()
@@ -119,22 +120,6 @@ async def test_an_urgent_waiter_gets_the_next_slot_before_older_waiters():
     slots.release()
     assert await second is True
     assert slots.in_flight == 1 and slots.waiting == 0
-
-
-async def test_an_urgent_waiter_that_gives_up_or_is_cancelled_leaves_its_queue():
-    slots = Slots(1, lifo_after=3600)
-    assert await slots.acquire(0)
-    assert await slots.acquire(0.01, urgent=True) is False
-    cancelled = asyncio.create_task(slots.acquire(3600, urgent=True))
-    other = asyncio.create_task(slots.acquire(3600))
-    await asyncio.sleep(0)  # the new tasks run up to their wait
-    assert slots.waiting == 2
-    cancelled.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await cancelled
-    assert slots.waiting == 1
-    slots.release()
-    assert await other is True
 
 
 def test_only_a_bookings_renewal_is_urgent():
