@@ -34,17 +34,16 @@ from services.runtime.db import ConnectionLost, raw_connection
 log = structlog.get_logger()
 
 MAX_KEY = IDEMPOTENCY_KEY_MAX
+ABANDONED_AFTER = timedelta(seconds=60)
 
 
 def key_of(headers: Mapping[str, str]) -> str | None:
     """The request's Idempotency-Key as the middleware keys it (trimmed), or None when
     it has none. A route passes it on to the service, which recognises a retry whose
     first answer was lost (services/contracts/bookings.py, `request_key`)."""
-    key = headers.get("idempotency-key")
-    return key.strip() or None if key is not None else None
+    key = headers.get("idempotency-key", "").strip()
+    return key or None
 
-
-ABANDONED_AFTER = timedelta(seconds=60)
 
 # The claims and the stored answers are on the path of every POST with a key: one
 # statement on a raw connection (autocommit, no SQLAlchemy per-statement work) stores

@@ -187,9 +187,9 @@ class ListSlots(msgspec.Struct, kw_only=True):
 
 class CreateBooking(msgspec.Struct, kw_only=True):
     """Book `slot_id` for the lot's booking_seconds from now. `request_key`: the HTTP
-    request's Idempotency-Key; a retry with the same key while the booking it made is
-    active gets that booking back (nothing new is made, charged or announced) instead
-    of a 409."""
+    request's Idempotency-Key; a retry with the same key, while the booking it made is
+    active and that create is its last change, gets that booking back (nothing new is
+    made, charged or announced) instead of a 409 (docs/contract.md)."""
 
     actor: Actor
     slot_id: Id
