@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -37,12 +38,18 @@ MAX_KEY = IDEMPOTENCY_KEY_MAX
 ABANDONED_AFTER = timedelta(seconds=60)
 
 
-def key_of(headers: Mapping[str, str]) -> str | None:
-    """The request's Idempotency-Key as the middleware keys it (trimmed), or None when
-    it has none. A route passes it on to the service, which recognises a retry whose
-    first answer was lost (services/contracts/bookings.py, `request_key`)."""
-    key = headers.get("idempotency-key", "").strip()
-    return key or None
+# Where the middleware leaves the key it checked in the ASGI scope, so a route reads
+# the very key the stored answer is filed under (one rule for trimming and for a
+# repeated header, the middleware's).
+SCOPE_KEY = "parkmate.idempotency_key"
+
+
+def key_of(scope: Mapping[str, Any]) -> str | None:
+    """The Idempotency-Key the middleware accepted for this request (trimmed, 1 to
+    MAX_KEY characters), or None when it has none. A route passes it on to the service,
+    which recognises a retry whose first answer was lost (services/contracts/bookings.py,
+    `request_key`)."""
+    return scope.get(SCOPE_KEY)
 
 
 # The claims and the stored answers are on the path of every POST with a key: one
@@ -162,6 +169,7 @@ class IdempotencyMiddleware:
                 f"Idempotency-Key must be 1 to {MAX_KEY} "
                 "characters; use a fresh UUID per operation.",
             )
+        scope[SCOPE_KEY] = key
         body = await _read_body(receive)
         principal = self._principal(headers.get(b"authorization"))
         digest = hashlib.sha256(

@@ -53,7 +53,7 @@ async def create_booking(
     """201 the booking; 409 when the slot is not free (`extra.booked_until`); 402 when the
     online payment is declined; 404 for an unknown slot or someone else's vehicle."""
     req = c.CreateBooking(
-        actor=actor, request_key=key_of(request.headers), **msgspec.structs.asdict(data)
+        actor=actor, request_key=key_of(request.scope), **msgspec.structs.asdict(data)
     )
     return await ask(request, s.BOOKINGS_BOOKING_CREATE, req, c.BookingView)
 
@@ -121,7 +121,7 @@ async def renew(
             actor=actor,
             booking_id=booking_id,
             payment_token=token,
-            request_key=key_of(request.headers),
+            request_key=key_of(request.scope),
         ),
         c.BookingView,
     )
