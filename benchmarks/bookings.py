@@ -61,14 +61,13 @@ from typing import Any
 
 import aiohttp
 import httpx
-import msgspec
 import nats
 
 from benchmarks.fanout import BenchmarkError, DevServer
 from services.contracts import subjects
 from services.replay.cpu import same_api
 from services.replay.report import percentile
-from services.replay.simulation import Answer
+from services.replay.simulation import Answer, request
 from services.runtime import processes
 
 BULK = 5000  # accounts per POST /admin/users/bulk (services/api/routes/admin_bulk.py)
@@ -356,16 +355,11 @@ class Load:
         loop = asyncio.get_running_loop()
         self.launch_lag = max(self.launch_lag, loop.time() - at)
         self.sent[kind] += 1
-        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
-        data = None
-        if body is not None:
-            data = msgspec.json.encode(body)
-            headers["Content-Type"] = "application/json"
+        key = {"Idempotency-Key": uuid.uuid4().hex}
         self.in_flight += 1
         self.in_flight_max = max(self.in_flight_max, self.in_flight)
         try:
-            async with self.session.post(self.url + path, data=data, headers=headers) as resp:
-                r = Answer(resp.status, resp.headers, await resp.read())
+            r = await request(self.session, "POST", self.url + path, token, body, headers=key)
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             self.errors[kind][type(e).__name__] += 1
             return None

@@ -73,6 +73,30 @@ class Answer:
             raise ReplayError(f"the API answered {self.status_code}: {self.text[:200]}")
 
 
+async def request(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    token: str | None = None,
+    body: dict | None = None,
+    params: dict | None = None,
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    """One request to the API at `url`: `token` as a bearer token, `body` sent as JSON,
+    `params` as the query string; the answer read whole. Raises aiohttp.ClientError,
+    OSError or TimeoutError when the request got no answer (the caller decides whether
+    to retry). Shared with benchmarks/bookings.py."""
+    headers = dict(headers or {})
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None
+    if body is not None:
+        data = msgspec.json.encode(body)
+        headers["Content-Type"] = "application/json"
+    async with session.request(method, url, data=data, params=params, headers=headers) as r:
+        return Answer(r.status, r.headers, await r.read())
+
+
 @dataclass(frozen=True)
 class Options:
     """How to replay: API address, speed (day seconds per wall second), sampled sockets,
@@ -334,20 +358,9 @@ class Simulation:
         params: dict | None = None,
         headers: dict[str, str] | None = None,
     ) -> Answer:
-        """One request to the API, `path` under `--url`, the answer read whole. Raises
-        aiohttp.ClientError, OSError or TimeoutError when the request did not get an
-        answer (the caller decides whether to retry)."""
-        headers = dict(headers or {})
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        data = None
-        if body is not None:
-            data = msgspec.json.encode(body)
-            headers["Content-Type"] = "application/json"
-        async with self.session.request(
-            method, self.o.url.rstrip("/") + path, data=data, params=params, headers=headers
-        ) as r:
-            return Answer(r.status, r.headers, await r.read())
+        """One request to the API, `path` under `--url` (`request`)."""
+        url = self.o.url.rstrip("/") + path
+        return await request(self.session, method, url, token, body, params, headers)
 
     async def call(
         self,
