@@ -355,11 +355,11 @@ class Load:
         loop = asyncio.get_running_loop()
         self.launch_lag = max(self.launch_lag, loop.time() - at)
         self.sent[kind] += 1
-        key = {"Idempotency-Key": uuid.uuid4().hex}
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
         self.in_flight += 1
         self.in_flight_max = max(self.in_flight_max, self.in_flight)
         try:
-            r = await request(self.session, "POST", self.url + path, token, body, headers=key)
+            r = await request(self.session, "POST", self.url + path, token, body, headers=headers)
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             self.errors[kind][type(e).__name__] += 1
             return None
