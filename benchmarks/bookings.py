@@ -15,19 +15,23 @@ dir, stopped at the end). Then:
    tokens); the owner opens lots with POST /api/v1/lots (up to 1,000 slots each,
    `--booking-seconds` bookings, `--warning-seconds` warning), one slot per
    `--contention` creates;
-2. the load, open loop: every `contention / rate` seconds a fresh slot is raced by
+2. waits until the set-up's events are out of the way: the EVENTS stream holds a
+   user.registered for every account made, and every consumer of EVENTS has
+   num_pending + num_ack_pending 0 (at most 300 s; the report says how long it took,
+   or that the load ran on top of them). Without a NATS URL it does not wait;
+3. the load, open loop: every `contention / rate` seconds a fresh slot is raced by
    `--contention` drivers at once (POST /api/v1/bookings, an Idempotency-Key each),
    launched on schedule whether or not earlier requests have answered, for
    `--seconds`; each booking won (201) is renewed once (POST .../renew) `--renew-after`
    seconds after its 201 when that falls inside the load window. Nothing is retried:
    a 429 or 503 is counted as it came;
-3. once every request has answered (the load stops): whether the timers and the
+4. once every request has answered (the load stops): whether the timers and the
    notifier kept up, i.e. their JetStream consumers (EVENTS/timers, EVENTS/notifier)
    had num_pending + num_ack_pending back to 0 within 5 s. The NATS URL is
    `--nats-url`, else `nats_url` in parkmate dev's process list (`--processes`, for the
    api at `--url`; without `--url`, the list of the dev it started); without one the
    consumers are not measured;
-4. double bookings: the owner lists every booking of its lots (GET /api/v1/bookings,
+5. double bookings: the owner lists every booking of its lots (GET /api/v1/bookings,
    all pages); two active bookings of one slot, or two bookings of one slot whose
    periods overlap (cancelled and declined ones aside), are a double booking. Must be 0.
 
@@ -81,6 +85,11 @@ CONSUMERS = (
     ("notifier", subjects.EVENTS_STREAM, "notifier"),
 )
 KEPT_UP_WITHIN = 5.0  # seconds after the load stops for a consumer's lag to reach 0
+# Seconds the set-up's events (a user.registered per account, published by the api's
+# outbox relay, consumed by the notifier) may take before the load starts. Without the
+# wait a large run's load started while thousands of them were still being published
+# and stored, and their CPU counted as the load's.
+SETTLE_WITHIN = 300.0
 START_DELAY = 0.5  # seconds between the end of the set-up and the first launch
 
 
@@ -157,6 +166,10 @@ class Result:
     races: dict[str, int] = field(default_factory=dict)
     consumers: dict[str, Consumer] | None = None
     consumers_not_measured: str | None = None
+    # seconds from the end of the set-up until its events were published and consumed
+    # (None: not within SETTLE_WITHIN, or no NATS URL); the load started then
+    setup_settled_seconds: float | None = None
+    setup_lag_at_load: int | None = None  # EVENTS messages still to consume at the start
     bookings_checked: int = 0
     # bookings made whose create was not answered 201 (a 503 after the api stopped
     # waiting for the bookings service, which made the booking later; a lost answer)
@@ -172,6 +185,20 @@ class Result:
         if self.races.get("won_more_than_once"):
             out.append(f"{self.races['won_more_than_once']} slots won more than once")
         return out
+
+    def settled_line(self) -> str:
+        """The report's line on the wait for the set-up's events."""
+        if self.setup_lag_at_load is None:
+            return "set-up's events: not waited for (no NATS URL)"
+        if self.setup_settled_seconds is not None:
+            return (
+                f"set-up's events: published and consumed {self.setup_settled_seconds:.1f} s "
+                "after the set-up, before the load started"
+            )
+        return (
+            f"set-up's events: not consumed within {SETTLE_WITHIN:g} s; the load started with "
+            f"{self.setup_lag_at_load:,} still to consume (its figures include their work)"
+        )
 
     def lines(self) -> list[str]:
         """The report, one figure a line."""
@@ -210,6 +237,7 @@ class Result:
             f"{self.client_connections:,} connections, using "
             f"{num(self.client_cpu_seconds, ' s', 1)} of CPU",
             f"achieved: {num(self.creates_per_second, ' creates/s')} (201s only)",
+            self.settled_line(),
             *outcome("creates", self.creates, "201"),
             *outcome("renewals", self.renewals, "200"),
         ]
@@ -455,6 +483,38 @@ def reason(r: Answer) -> str:
     return detail[:80]
 
 
+# ----- between the set-up and the load -----
+
+
+async def registered_events(js: nats.js.JetStreamContext) -> int:
+    """How many user.registered events the EVENTS stream holds now."""
+    info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=subjects.USER_REGISTERED)
+    return (info.state.subjects or {}).get(subjects.USER_REGISTERED, 0)
+
+
+async def events_lag(js: nats.js.JetStreamContext) -> int:
+    """num_pending + num_ack_pending summed over every consumer of EVENTS."""
+    consumers = await js.consumers_info(subjects.EVENTS_STREAM)
+    return sum(c.num_pending + c.num_ack_pending for c in consumers)
+
+
+async def settle(
+    js: nats.js.JetStreamContext, registered: int, within: float
+) -> tuple[float | None, int]:
+    """Wait until the EVENTS stream holds at least `registered` user.registered events
+    and every consumer of EVENTS has lag 0, polling every 0.2 s for at most `within`
+    seconds. Returns (seconds waited, or None when not within; the consumers' lag then).
+    """
+    started = time.monotonic()
+    while True:
+        lag = await events_lag(js)
+        if lag == 0 and await registered_events(js) >= registered:
+            return round(time.monotonic() - started, 2), 0
+        if time.monotonic() - started >= within:
+            return None, lag
+        await asyncio.sleep(0.2)
+
+
 # ----- after the load -----
 
 
@@ -586,6 +646,10 @@ async def run(options: Options) -> Result:
             booking_seconds=options.booking_seconds,
         )
         admin = await login(http, options.admin_email, options.admin_password)
+        nc = await nats.connect(nats_url, connect_timeout=5) if nats_url else None
+        if nc is not None:
+            stack.push_async_callback(nc.close)
+        registered_before = await registered_events(nc.jetstream()) if nc else 0
         (owner,) = await create_accounts(http, admin, "owner", 1, ["owner"])
         drivers = await create_accounts(
             http, admin, "driver", slot_count * options.contention, ["driver"]
@@ -593,6 +657,12 @@ async def run(options: Options) -> Result:
         lot_ids, slots = await create_lots(http, owner["token"], slot_count, options)
         result.lots, result.slots, result.drivers = len(lot_ids), len(slots), len(drivers)
         progress(options, f"{len(drivers):,} drivers, {len(slots):,} slots in {len(lot_ids)} lots")
+        if nc is not None:
+            accounts = registered_before + len(drivers) + 1
+            result.setup_settled_seconds, result.setup_lag_at_load = await settle(
+                nc.jetstream(), accounts, SETTLE_WITHIN
+            )
+            progress(options, result.settled_line())
         session = await stack.enter_async_context(
             aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=CONNECTIONS, limit_per_host=0),

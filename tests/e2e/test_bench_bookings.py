@@ -52,6 +52,8 @@ async def test_bookings_benchmark_reports_races_consumers_and_no_double_booking(
     wins = creates["statuses"].get("201", 0)
     assert wins > 0 and renewals["sent"] > 0
     assert set(figures["consumers"]) == {"timers", "notifier"}
+    # the load started once the 21 accounts' user.registered events were consumed
+    assert figures["setup_lag_at_load"] == 0 and figures["setup_settled_seconds"] is not None
     for consumer in figures["consumers"].values():
         assert {"lag_at_stop", "seconds_to_zero", "kept_up"} <= consumer.keys()
     races = figures["races"]
