@@ -14,7 +14,9 @@ leave a process in the order they were handed over:
   and a poll every `poll_seconds`, claim unpublished rows (FOR UPDATE SKIP LOCKED, so
   replicas share the work), publish them in id order and mark them published; a poll
   takes only rows older than `grace_seconds`, the ones a process crashed before it
-  published, or could not publish. Published rows are deleted after `keep_seconds`.
+  published, or could not publish. A claim that took a full batch is followed by the
+  next one at once, until the backlog is gone. Published rows are deleted after
+  `keep_seconds`.
 
 Each poll also counts the table's unpublished rows (the partial index on them keeps it
 cheap) into parkmate_outbox_pending{schema}: a backlog that grows means NATS refuses
@@ -193,16 +195,23 @@ class OutboxRelay:
         retried after a pause."""
         last_poll = 0.0
         loop = asyncio.get_running_loop()
+        # A table path call that took a full batch leaves the rest for the next turn at
+        # once, with the same grace: a backlog (an admin's bulk of accounts, a long NATS
+        # outage) drains as fast as NATS takes it, not one batch per poll.
+        backlog, backlog_grace = False, self._grace
         while not self._stopping or self._queue:
             self._wake.clear()
             woken, self._woken = self._woken, False
             try:
                 sent = await self.publish_queued()
                 polling = loop.time() - last_poll >= self._poll
-                if woken or polling:
+                if woken or polling or backlog:
                     if polling:
                         last_poll = loop.time()
-                    sent += await self.publish_pending(None if woken else self._grace)
+                    grace = None if woken else backlog_grace if backlog else self._grace
+                    taken = await self.publish_pending(grace)
+                    backlog, backlog_grace = taken >= self._batch, grace
+                    sent += taken
                     if polling:
                         await self.count_pending()
                 await self._cleanup()

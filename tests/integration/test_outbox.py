@@ -95,6 +95,32 @@ async def test_rows_nobody_handed_over_are_published_after_the_grace(nats_url, d
             await engine.dispose()
 
 
+async def test_a_backlog_on_the_table_drains_without_waiting_a_poll_per_batch(
+    nats_url, database_url
+):
+    """An admin's bulk of accounts (or a long NATS outage) leaves many rows nobody
+    handed over: after one wake() they all go out in batch after batch, not one batch
+    per poll (the poll here is a minute away)."""
+    engine = make_engine(database_url, pool_size=2)
+    async with nats_client(nats_url) as nc:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        relay = OutboxRelay(engine, js, outbox, poll_seconds=60.0, batch=10)
+        task = asyncio.create_task(relay.run())
+        try:
+            await asyncio.sleep(0.2)  # the first poll has run and found nothing
+            written = rows(45)
+            async with engine.begin() as conn:
+                await storage.add_pending(conn, written)
+            relay.wake()
+            expected = [r.event_id for r in written]
+            assert await eventually(lambda: _equal(stream_ids(js), expected), timeout=20)
+        finally:
+            relay.stop()
+            await task
+            await engine.dispose()
+
+
 async def _equal(value, expected):
     return (await value) == expected or None
 
