@@ -518,31 +518,26 @@ async def settle(
 # ----- after the load -----
 
 
-async def consumer_lag(nats_url: str) -> dict[str, Consumer]:
+async def consumer_lag(js: nats.js.JetStreamContext) -> dict[str, Consumer]:
     """Each consumer's lag now, then polled until 0 (at most KEPT_UP_WITHIN s)."""
-    nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=1)
-    try:
-        js = nc.jetstream()
-        started = time.monotonic()
-        out: dict[str, Consumer] = {}
+    started = time.monotonic()
+    out: dict[str, Consumer] = {}
+    for name, stream, durable in CONSUMERS:
+        info = await js.consumer_info(stream, durable)
+        lag = info.num_pending + info.num_ack_pending
+        out[name] = Consumer(stream, durable, lag, 0.0 if lag == 0 else None, lag == 0)
+    while True:
+        elapsed = time.monotonic() - started
         for name, stream, durable in CONSUMERS:
+            c = out[name]
+            if c.kept_up:
+                continue
             info = await js.consumer_info(stream, durable)
-            lag = info.num_pending + info.num_ack_pending
-            out[name] = Consumer(stream, durable, lag, 0.0 if lag == 0 else None, lag == 0)
-        while True:
-            elapsed = time.monotonic() - started
-            for name, stream, durable in CONSUMERS:
-                c = out[name]
-                if c.kept_up:
-                    continue
-                info = await js.consumer_info(stream, durable)
-                if info.num_pending + info.num_ack_pending == 0:
-                    c.seconds_to_zero, c.kept_up = round(elapsed, 2), True
-            if all(c.kept_up for c in out.values()) or elapsed >= KEPT_UP_WITHIN:
-                return out
-            await asyncio.sleep(0.1)
-    finally:
-        await nc.close()
+            if info.num_pending + info.num_ack_pending == 0:
+                c.seconds_to_zero, c.kept_up = round(elapsed, 2), True
+        if all(c.kept_up for c in out.values()) or elapsed >= KEPT_UP_WITHIN:
+            return out
+        await asyncio.sleep(0.1)
 
 
 def _when(iso: str) -> float:
@@ -646,10 +641,12 @@ async def run(options: Options) -> Result:
             booking_seconds=options.booking_seconds,
         )
         admin = await login(http, options.admin_email, options.admin_password)
+        # One NATS connection for the wait before the load and the lag after it.
         nc = await nats.connect(nats_url, connect_timeout=5) if nats_url else None
+        js = nc.jetstream() if nc is not None else None
         if nc is not None:
             stack.push_async_callback(nc.close)
-        registered_before = await registered_events(nc.jetstream()) if nc else 0
+        registered_before = await registered_events(js) if js else 0
         (owner,) = await create_accounts(http, admin, "owner", 1, ["owner"])
         drivers = await create_accounts(
             http, admin, "driver", slot_count * options.contention, ["driver"]
@@ -657,10 +654,10 @@ async def run(options: Options) -> Result:
         lot_ids, slots = await create_lots(http, owner["token"], slot_count, options)
         result.lots, result.slots, result.drivers = len(lot_ids), len(slots), len(drivers)
         progress(options, f"{len(drivers):,} drivers, {len(slots):,} slots in {len(lot_ids)} lots")
-        if nc is not None:
+        if js is not None:
             accounts = registered_before + len(drivers) + 1
             result.setup_settled_seconds, result.setup_lag_at_load = await settle(
-                nc.jetstream(), accounts, SETTLE_WITHIN
+                js, accounts, SETTLE_WITHIN
             )
             progress(options, result.settled_line())
         session = await stack.enter_async_context(
@@ -674,8 +671,8 @@ async def run(options: Options) -> Result:
         await load.run(slots, drivers)
         result.client_cpu_seconds = time.process_time() - cpu_before
         progress(options, "every request answered; reading the consumers and the bookings")
-        if nats_url:
-            result.consumers = await consumer_lag(nats_url)
+        if js is not None:
+            result.consumers = await consumer_lag(js)
         else:
             result.consumers_not_measured = no_nats
         result.creates, result.renewals = load.outcomes("create"), load.outcomes("renew")
