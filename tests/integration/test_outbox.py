@@ -1,7 +1,7 @@
 """The outbox relay against real NATS and PostgreSQL: rows handed over after a commit
-are published at once, in order, and deleted; rows nobody handed over (a process died
-between its commit and its publish) are published by the poll once they are older than
-the grace period."""
+are published at once, in order, and deleted together a little later; rows nobody
+handed over (a process died between its commit and its publish) are published by the
+poll once they are older than the grace period."""
 
 import asyncio
 from datetime import UTC, datetime, timedelta
@@ -16,6 +16,7 @@ from services.contracts import subjects
 from services.contracts.envelope import new_event
 from services.contracts.notifier import SyncAnnouncement
 from services.runtime.db import make_engine
+from services.runtime.metrics import OUTBOX_PUBLISHED
 from services.runtime.natsconn import ensure_streams
 from services.runtime.outbox import OutboxRelay, pending
 from tests.support import eventually, nats_client
@@ -119,6 +120,83 @@ async def test_a_backlog_on_the_table_drains_without_waiting_a_poll_per_batch(
             relay.stop()
             await task
             await engine.dispose()
+
+
+async def test_published_rows_are_deleted_together_later_and_on_stop(nats_url, database_url):
+    """The fast way deletes its published rows in one statement, up to
+    delete_after_seconds later: here a minute, so they are still in the table after
+    they went out, and stop() deletes them."""
+    engine = make_engine(database_url, pool_size=2)
+    async with nats_client(nats_url) as nc:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        relay = OutboxRelay(engine, js, outbox, poll_seconds=60.0, delete_after_seconds=60.0)
+        task = asyncio.create_task(relay.run())
+        try:
+            await asyncio.sleep(0.2)  # the first poll has run and found nothing
+            expected = []
+            for _ in range(3):  # three commits, three publish batches
+                written = rows(5)
+                async with engine.begin() as conn:
+                    await storage.add_pending(conn, written)
+                relay.committed(written)
+                expected += [r.event_id for r in written]
+                assert await eventually(lambda e=list(expected): _equal(stream_ids(js), e))
+            assert await count_rows(engine) == 15
+        finally:
+            relay.stop()
+            await task
+        assert await count_rows(engine) == 0
+        await engine.dispose()
+
+
+async def test_published_rows_are_deleted_after_delete_after_seconds(nats_url, database_url):
+    engine = make_engine(database_url, pool_size=2)
+    async with nats_client(nats_url) as nc:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        relay = OutboxRelay(engine, js, outbox, poll_seconds=60.0, delete_after_seconds=0.3)
+        task = asyncio.create_task(relay.run())
+        try:
+            written = rows(5)
+            async with engine.begin() as conn:
+                await storage.add_pending(conn, written)
+            relay.committed(written)
+            assert await eventually(lambda: _zero(count_rows(engine)), timeout=5)
+        finally:
+            relay.stop()
+            await task
+            await engine.dispose()
+
+
+async def test_a_claim_never_takes_rows_already_published_the_fast_way(nats_url, database_url):
+    """A wake() claims every unpublished row at once, without the grace: the rows the
+    fast way published and has not yet deleted are deleted first, not published again."""
+    engine = make_engine(database_url, pool_size=2)
+    async with nats_client(nats_url) as nc:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        relay = OutboxRelay(engine, js, outbox, poll_seconds=60.0, delete_after_seconds=60.0)
+        task = asyncio.create_task(relay.run())
+        try:
+            written = rows(5)
+            async with engine.begin() as conn:
+                await storage.add_pending(conn, written)
+            relay.committed(written)
+            assert await eventually(lambda: _equal(stream_ids(js), [r.event_id for r in written]))
+            before = _published("bookings")
+            relay.wake()
+            assert await eventually(lambda: _zero(count_rows(engine)), timeout=5)
+            await asyncio.sleep(0.3)
+            assert _published("bookings") == before
+        finally:
+            relay.stop()
+            await task
+            await engine.dispose()
+
+
+def _published(schema: str) -> float:
+    return OUTBOX_PUBLISHED.labels(schema)._value.get()
 
 
 async def _equal(value, expected):
