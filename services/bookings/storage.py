@@ -32,6 +32,9 @@ lots = sa.Table(
     sa.Column("price_per_hour", sa.Numeric(12, 2), nullable=False),
     sa.Column("carwash_price", sa.Numeric(12, 2), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # Bumped by triggers on every change of the lot, its slots or its staff (migration
+    # bookings_0005): what creates keep of a lot (terms.py) is current while it holds.
+    sa.Column("terms_version", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 slots = sa.Table(
@@ -481,12 +484,8 @@ WITH changed AS ("""
     + "\nSELECT count(*) FROM changed"
 )
 
-_CREATE_SQL = (
-    """
-WITH alive AS (
-    -- FOR SHARE: a concurrent removal of the slot waits for us, or we for it.
-    SELECT id FROM bookings.slots WHERE id = $3 AND removed_at IS NULL FOR SHARE
-), changed AS ("""
+_CREATE_REST = (
+    """ changed AS ("""
     + _INSERT_BOOKING
     + """
     WHERE EXISTS (SELECT 1 FROM alive)
@@ -500,6 +499,38 @@ WITH alive AS (
 ),"""
     + _OUTBOX_ROWS.format(ids=18, subjects=19, payloads=20, times=21)
     + "\nSELECT count(*) FROM changed"
+)
+
+_CREATE_SQL = (
+    """
+WITH alive AS (
+    -- FOR SHARE: a concurrent removal of the slot waits for us, or we for it.
+    SELECT id FROM bookings.slots WHERE id = $3 AND removed_at IS NULL FOR SHARE
+),"""
+    + _CREATE_REST
+)
+
+# The same create from terms read earlier (services/bookings/terms.py), in one round
+# trip instead of two: it writes only while the lot's terms version is still the one
+# they were read at (the statement's one snapshot sees it and the slot together),
+# the slot has no active booking and the vehicle, if any, is the driver's; else
+# nothing, and the caller reads afresh, which tells why. (A taken slot is checked here
+# rather than left to the unique index, which would abort the statement after writing
+# its rows: the losers of a race for a slot would leave dead rows behind.)
+_CREATE_AS_OF_SQL = (
+    """
+WITH alive AS (
+    SELECT s.id FROM bookings.slots s
+    WHERE s.id = $3 AND s.removed_at IS NULL
+      AND s.lot_id = $2::uuid
+      AND (SELECT l.terms_version FROM bookings.lots l WHERE l.id = $2::uuid) = $22::bigint
+      AND NOT EXISTS (
+          SELECT 1 FROM bookings.bookings b WHERE b.slot_id = $3 AND b.status = 'active')
+      AND ($5::uuid IS NULL OR EXISTS (
+          SELECT 1 FROM bookings.vehicles v WHERE v.id = $5::uuid AND v.user_id = $4::uuid))
+    FOR SHARE OF s
+),"""
+    + _CREATE_REST
 )
 
 
@@ -540,19 +571,29 @@ async def create_booking(
     carwash_id: str | None,
     carwash_price: Decimal | None,
     events: list[Pending],
+    terms_version: int | None = None,
 ) -> bool:
     """Insert `new`, its car-wash order (when `carwash_id`) and its `events`, in one
     statement; False when the slot is removed (nothing written). Raises
-    asyncpg.UniqueViolationError when the slot has an active booking."""
-    applied = await raw.fetchval(
-        _CREATE_SQL, *new, carwash_id, carwash_price, *_outbox_args(events)
-    )
+    asyncpg.UniqueViolationError when the slot has an active booking.
+
+    With `terms_version` (terms read without `slot_to_book` just before, from the
+    cache): also False, nothing written, when the lot terms changed since that version,
+    the slot has an active booking, or `new.vehicle_id` is not `new.user_id`'s; the
+    caller then reads afresh."""
+    args = [*new, carwash_id, carwash_price, *_outbox_args(events)]
+    if terms_version is None:
+        applied = await raw.fetchval(_CREATE_SQL, *args)
+    else:
+        applied = await raw.fetchval(_CREATE_AS_OF_SQL, *args, terms_version)
     return applied == 1
 
 
 class SlotToBook(NamedTuple):
     """What a create checks and copies: the slot's lot terms and people, the end of the
-    slot's active booking (None when free), and whether the vehicle is the driver's."""
+    slot's active booking (None when free), whether the vehicle is the driver's, the
+    driver's active booking of the slot made with the request's key, and the lot terms
+    lot's terms version they were read at (lots.terms_version, migration bookings_0005)."""
 
     lot_id: str
     label: str
@@ -569,6 +610,7 @@ class SlotToBook(NamedTuple):
     vehicle_is_mine: bool
     staff_ids: list[str]
     booked_by_request: str | None
+    terms_version: int
 
 
 _SLOT_TO_BOOK_SQL = """
@@ -582,7 +624,8 @@ SELECT s.lot_id::text, s.label, l.booking_seconds, l.warning_seconds,
                  FROM bookings.staff st WHERE st.lot_id = s.lot_id), '{}'),
        (SELECT b.id::text FROM bookings.bookings b
         WHERE b.slot_id = s.id AND b.status = 'active' AND b.user_id = $3::uuid
-          AND b.request_key = $4::text)
+          AND b.request_key = $4::text),
+       l.terms_version
 FROM bookings.slots s JOIN bookings.lots l ON l.id = s.lot_id
 WHERE s.id = $1 AND s.removed_at IS NULL
 """
@@ -600,6 +643,26 @@ async def slot_to_book(
     with `request_key` (a retried request), else None."""
     record = await raw.fetchrow(_SLOT_TO_BOOK_SQL, slot_id, vehicle_id, user_id, request_key)
     return None if record is None else SlotToBook(*record)
+
+
+_LOT_LABELS_SQL = """
+SELECT l.terms_version,
+       coalesce(array_agg(s.id::text) FILTER (WHERE s.id IS NOT NULL), '{}'),
+       coalesce(array_agg(s.label) FILTER (WHERE s.id IS NOT NULL), '{}')
+FROM bookings.lots l
+LEFT JOIN bookings.slots s ON s.lot_id = l.id AND s.removed_at IS NULL
+WHERE l.id = $1
+GROUP BY l.id
+"""
+
+
+async def lot_labels(raw: asyncpg.Connection, lot_id: str) -> tuple[int, dict[str, str]] | None:
+    """The lot's terms version and its slots (not removed) as {slot id: label}, read
+    together; None when there is no such lot."""
+    record = await raw.fetchrow(_LOT_LABELS_SQL, lot_id)
+    if record is None:
+        return None
+    return record[0], dict(zip(record[1], record[2], strict=True))
 
 
 _MADE_BY_REQUEST_SQL = """

@@ -1,6 +1,7 @@
 """bookings.booking.*: book, look, renew, cancel, decline."""
 
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 import sqlalchemy as sa
@@ -29,7 +30,7 @@ from services.contracts.envelope import new_event
 from services.contracts.errors import DomainError
 from services.contracts.ids import uuid7
 from services.runtime.db import raw_connection
-from services.runtime.outbox import pending
+from services.runtime.outbox import Pending, pending
 
 
 def _slot_taken(slot_id: str, end: datetime | None) -> DomainError:
@@ -46,9 +47,13 @@ def _slot_taken(slot_id: str, end: datetime | None) -> DomainError:
 async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
     """Book a free slot for its lot's booking_seconds from now.
 
-    Two round trips: a read of the slot and its lot, then one statement that inserts the
-    booking, its car-wash order and their events (the outbox rows), and only if the slot
-    is not removed (it holds a FOR SHARE lock on the slot while it runs). The rule "one
+    One round trip when this process keeps the lot's terms (terms.py) and the create
+    pays cash: one statement that inserts the booking, its car-wash order and their
+    events (the outbox rows), only if the slot is not removed (it holds a FOR SHARE
+    lock on the slot while it runs), the lot terms are still as kept and the vehicle is
+    the driver's. Otherwise, or when that statement wrote nothing, two: a read of the
+    slot and its lot, then the same statement (and, the first time for a lot and its
+    terms version, a read of its slot labels, to keep the lot's terms). The rule "one
     active booking per slot" is the database's unique index, so it holds under any
     concurrency and any number of replicas.
 
@@ -67,107 +72,173 @@ async def create_booking(deps: Deps, req: c.CreateBooking) -> c.BookingView:
     slot_id = parse_id(req.slot_id, "slot")
     vehicle_id = None if req.vehicle_id is None else parse_id(req.vehicle_id, "vehicle")
     async with raw_connection(deps.engine) as raw:
-        slot = await storage.slot_to_book(raw, slot_id, vehicle_id, actor.user_id, req.request_key)
-        if slot is None:
-            raise DomainError("not_found", f"No slot with id {slot_id}.")
-        if vehicle_id is not None and not slot.vehicle_is_mine:
-            raise DomainError(
-                "not_found",
-                f"No vehicle with id {req.vehicle_id} is registered to you; "
-                "see GET /api/v1/vehicles.",
+        made = None
+        kept = deps.slot_terms.get(slot_id)
+        # Kept terms only lead to a write: a charge, or an error they would decide
+        # (no car wash), waits for a fresh read.
+        if (
+            kept is not None
+            and req.payment_method != "online"
+            and (kept.carwash_price is not None or not req.carwash)
+        ):
+            # None when it wrote nothing; the fresh read below tells why, and replaces
+            # the kept terms if they were stale.
+            made = await _book(
+                deps, raw, req, slot_id, vehicle_id, kept, str(uuid7()), "pending", kept=True
             )
-        if req.carwash and slot.carwash_price is None:
-            raise DomainError("conflict", "This lot offers no car wash; book without it.")
-        if slot.booked_by_request is not None:
-            return await _as_made(deps, raw, slot.booked_by_request)
-        if slot.booked_until is not None:
-            raise _slot_taken(slot_id, slot.booked_until)
-        price = domain.booking_price(slot.price_per_hour, slot.booking_seconds)
-        booking_id = str(uuid7())
-        payment_status = "pending"
-        if req.payment_method == "online":
-            try:
-                await deps.payments.charge(booking_id, price, slot.currency, req.payment_token)
-            except PaymentDeclined as e:
-                declined = c.PaymentFailedData(
-                    booking_id=None,
-                    lot_id=slot.lot_id,
-                    lot_name=slot.name,
-                    slot_id=slot_id,
-                    slot_label=slot.label,
-                    driver_id=actor.user_id,
-                    owner_id=slot.owner_id,
-                    amount=money(price, slot.currency),
-                    reason=e.reason,
-                )
-                rows = [pending(new_event(subjects.PAYMENT_FAILED, SOURCE, declined, slot_id))]
-                await storage.insert_events(raw, rows)
-                deps.committed(rows)
-                raise DomainError(
-                    "payment_required",
-                    f"The payment was declined: {e.reason}. Use another payment token or pay cash.",
-                ) from None
-            payment_status = "paid"
-        now = deps.clock()
-        start, end = domain.new_period(now, slot.booking_seconds)
-        new = storage.NewBooking(
-            id=booking_id,
-            lot_id=slot.lot_id,
-            slot_id=slot_id,
-            user_id=actor.user_id,
-            vehicle_id=vehicle_id,
-            start_time=start,
-            end_time=end,
-            renewals=0,
-            price=price,
-            currency=slot.currency,
-            payment_method=req.payment_method,
-            payment_status=payment_status,
-            renewed_from=None,
-            created_at=now,
-            request_key=req.request_key,
+        if made is None:
+            made = await _read_and_book(deps, raw, req, slot_id, vehicle_id)
+    if made.rows:
+        deps.committed(made.rows)
+        await deps.slot_changed(made.lot_id, slot_id, made.end)
+    return made.view
+
+
+class _Made(NamedTuple):
+    """A create's answer, and what to announce after its connection is back: the
+    outbox rows it committed (none for a retry answered again), the lot and the end."""
+
+    view: c.BookingView
+    rows: list[Pending]
+    lot_id: str
+    end: datetime | None
+
+
+async def _read_and_book(
+    deps: Deps, raw, req: c.CreateBooking, slot_id: str, vehicle_id: str | None
+) -> _Made:
+    """The create from a fresh read of the slot: the checks, the charge, then `_book`.
+    The lot's terms and slot labels are kept for the next creates (terms.py), read
+    once more when not yet kept at this version."""
+    actor = req.actor
+    slot = await storage.slot_to_book(raw, slot_id, vehicle_id, actor.user_id, req.request_key)
+    if slot is None:
+        raise DomainError("not_found", f"No slot with id {slot_id}.")
+    if not deps.slot_terms.keeps(slot.lot_id, slot.terms_version):
+        # Once per lot and change: the next creates of any of its slots skip this read.
+        labels = await storage.lot_labels(raw, slot.lot_id)
+        if labels is not None and labels[0] == slot.terms_version:
+            deps.slot_terms.put(slot, labels[1])
+    if vehicle_id is not None and not slot.vehicle_is_mine:
+        raise DomainError(
+            "not_found",
+            f"No vehicle with id {req.vehicle_id} is registered to you; see GET /api/v1/vehicles.",
         )
-        carwash_id = str(uuid7()) if req.carwash else None
-        row = _row_of_new(new, slot, carwash_id)
-        people = LotPeople(slot.owner_id, frozenset(slot.staff_ids))
-        events = [
-            new_event(
-                subjects.BOOKING_CREATED, SOURCE, booking_event_data(row, slot.staff_ids), row.id
-            )
-        ]
-        if carwash_id is not None:
-            events.append(
-                new_event(
-                    subjects.CARWASH_REQUESTED,
-                    SOURCE,
-                    carwash_event(row, people, "requested"),
-                    carwash_id,
-                )
-            )
-        rows = [pending(e) for e in events]
+    if req.carwash and slot.carwash_price is None:
+        raise DomainError("conflict", "This lot offers no car wash; book without it.")
+    if slot.booked_by_request is not None:
+        return _Made(await _as_made(deps, raw, slot.booked_by_request), [], slot.lot_id, None)
+    if slot.booked_until is not None:
+        raise _slot_taken(slot_id, slot.booked_until)
+    price = domain.booking_price(slot.price_per_hour, slot.booking_seconds)
+    booking_id = str(uuid7())
+    payment_status = "pending"
+    if req.payment_method == "online":
         try:
-            made = await storage.create_booking(raw, new, carwash_id, slot.carwash_price, rows)
-        except asyncpg.UniqueViolationError as e:
-            if e.constraint_name != "uq_bookings_active_slot":
-                raise
-            if payment_status == "paid":
-                await deps.payments.refund(booking_id, price, slot.currency)
-            if req.request_key is not None:  # the same request, retried, may have won
-                made = await storage.made_by_request(raw, slot_id, actor.user_id, req.request_key)
-                if made is not None:
-                    return await _as_made(deps, raw, made)
-            taken_until = await raw.fetchval(
-                "SELECT end_time FROM bookings.bookings WHERE slot_id = $1 AND status = 'active'",
-                slot_id,
+            await deps.payments.charge(booking_id, price, slot.currency, req.payment_token)
+        except PaymentDeclined as e:
+            declined = c.PaymentFailedData(
+                booking_id=None,
+                lot_id=slot.lot_id,
+                lot_name=slot.name,
+                slot_id=slot_id,
+                slot_label=slot.label,
+                driver_id=actor.user_id,
+                owner_id=slot.owner_id,
+                amount=money(price, slot.currency),
+                reason=e.reason,
             )
-            raise _slot_taken(slot_id, taken_until) from None
-        if not made:
-            if payment_status == "paid":
-                await deps.payments.refund(booking_id, price, slot.currency)
-            raise DomainError("not_found", f"No slot with id {slot_id}.")
-    deps.committed(rows)
-    await deps.slot_changed(slot.lot_id, slot_id, end)
-    return booking_view(row, deps.clock())
+            rows = [pending(new_event(subjects.PAYMENT_FAILED, SOURCE, declined, slot_id))]
+            await storage.insert_events(raw, rows)
+            deps.committed(rows)
+            raise DomainError(
+                "payment_required",
+                f"The payment was declined: {e.reason}. Use another payment token or pay cash.",
+            ) from None
+        payment_status = "paid"
+    made = await _book(deps, raw, req, slot_id, vehicle_id, slot, booking_id, payment_status)
+    assert made is not None  # without kept terms, _book writes or raises
+    return made
+
+
+async def _book(
+    deps: Deps,
+    raw,
+    req: c.CreateBooking,
+    slot_id: str,
+    vehicle_id: str | None,
+    slot: storage.SlotToBook,
+    booking_id: str,
+    payment_status: str,
+    kept: bool = False,
+) -> _Made | None:
+    """Write the booking `booking_id` of `slot` (its terms), its car wash and events,
+    in one statement. With `kept` (terms from deps.slot_terms, not read just now):
+    None when that statement wrote nothing (terms changed, slot removed or taken,
+    vehicle not the driver's); the caller reads afresh, which tells why. Raises
+    DomainError conflict when the slot is taken (or not_found when it is gone, for a
+    fresh read), after refunding a paid booking."""
+    actor = req.actor
+    price = domain.booking_price(slot.price_per_hour, slot.booking_seconds)
+    now = deps.clock()
+    start, end = domain.new_period(now, slot.booking_seconds)
+    new = storage.NewBooking(
+        id=booking_id,
+        lot_id=slot.lot_id,
+        slot_id=slot_id,
+        user_id=actor.user_id,
+        vehicle_id=vehicle_id,
+        start_time=start,
+        end_time=end,
+        renewals=0,
+        price=price,
+        currency=slot.currency,
+        payment_method=req.payment_method,
+        payment_status=payment_status,
+        renewed_from=None,
+        created_at=now,
+        request_key=req.request_key,
+    )
+    carwash_id = str(uuid7()) if req.carwash else None
+    row = _row_of_new(new, slot, carwash_id)
+    people = LotPeople(slot.owner_id, frozenset(slot.staff_ids))
+    events = [
+        new_event(subjects.BOOKING_CREATED, SOURCE, booking_event_data(row, slot.staff_ids), row.id)
+    ]
+    if carwash_id is not None:
+        events.append(
+            new_event(
+                subjects.CARWASH_REQUESTED,
+                SOURCE,
+                carwash_event(row, people, "requested"),
+                carwash_id,
+            )
+        )
+    rows = [pending(e) for e in events]
+    version = slot.terms_version if kept else None
+    try:
+        made = await storage.create_booking(raw, new, carwash_id, slot.carwash_price, rows, version)
+    except asyncpg.UniqueViolationError as e:
+        if e.constraint_name != "uq_bookings_active_slot":
+            raise
+        if payment_status == "paid":
+            await deps.payments.refund(booking_id, price, slot.currency)
+        if req.request_key is not None:  # the same request, retried, may have won
+            again = await storage.made_by_request(raw, slot_id, actor.user_id, req.request_key)
+            if again is not None:
+                return _Made(await _as_made(deps, raw, again), [], slot.lot_id, None)
+        taken_until = await raw.fetchval(
+            "SELECT end_time FROM bookings.bookings WHERE slot_id = $1 AND status = 'active'",
+            slot_id,
+        )
+        raise _slot_taken(slot_id, taken_until) from None
+    if not made:
+        if kept:
+            return None
+        if payment_status == "paid":
+            await deps.payments.refund(booking_id, price, slot.currency)
+        raise DomainError("not_found", f"No slot with id {slot_id}.")
+    return _Made(booking_view(row, deps.clock()), rows, slot.lot_id, end)
 
 
 async def _as_made(deps: Deps, raw, booking_id: str) -> c.BookingView:

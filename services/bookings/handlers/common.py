@@ -4,7 +4,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -17,6 +17,7 @@ from services.bookings import domain, storage
 from services.bookings.payments import PaymentProvider
 from services.bookings.policy import LotPeople
 from services.bookings.storage import lots
+from services.bookings.terms import SlotTerms
 from services.contracts import bookings as c
 from services.contracts import subjects
 from services.contracts.envelope import new_event
@@ -37,7 +38,7 @@ class Deps:
     ways to have the outbox relay publish at once after a commit (`wake_outbox`: claim
     from the table; `committed`: the rows the handler wrote, published without a read),
     and the NATS connection for live slot updates (None in tests that do not watch
-    them)."""
+    them); `slot_terms` keeps what creates copy from slots and lots (terms.py)."""
 
     engine: AsyncEngine
     payments: PaymentProvider
@@ -45,6 +46,7 @@ class Deps:
     committed: Callable[[list[Pending]], None] = lambda rows: None
     clock: Callable[[], datetime] = utcnow
     nc: Client | None = None
+    slot_terms: SlotTerms = field(default_factory=SlotTerms)
 
     async def slot_changed(self, lot_id: str, slot_id: str, booked_until: datetime | None) -> None:
         """Tell live subscribers of the lot (after the commit) that a slot changed."""
