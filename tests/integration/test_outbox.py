@@ -4,6 +4,7 @@ handed over (a process died between its commit and its publish) are published by
 poll once they are older than the grace period."""
 
 import asyncio
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -122,77 +123,81 @@ async def test_a_backlog_on_the_table_drains_without_waiting_a_poll_per_batch(
             await engine.dispose()
 
 
-async def test_published_rows_are_deleted_together_later_and_on_stop(nats_url, database_url):
-    """The fast way deletes its published rows in one statement, up to
-    delete_after_seconds later: here a minute, so they are still in the table after
-    they went out, and stop() deletes them."""
+@asynccontextmanager
+async def running_relay(nats_url, database_url, **options):
+    """(engine, js, relay, its task) with the relay running on the bookings outbox;
+    stopped and the engine disposed on the way out."""
     engine = make_engine(database_url, pool_size=2)
     async with nats_client(nats_url) as nc:
         js = nc.jetstream()
         await ensure_streams(js)
-        relay = OutboxRelay(engine, js, outbox, poll_seconds=60.0, delete_after_seconds=60.0)
+        relay = OutboxRelay(engine, js, outbox, poll_seconds=60.0, **options)
         task = asyncio.create_task(relay.run())
         try:
-            await asyncio.sleep(0.2)  # the first poll has run and found nothing
-            expected = []
-            for _ in range(3):  # three commits, three publish batches
-                written = rows(5)
-                async with engine.begin() as conn:
-                    await storage.add_pending(conn, written)
-                relay.committed(written)
-                expected += [r.event_id for r in written]
-                assert await eventually(lambda e=list(expected): _equal(stream_ids(js), e))
-            assert await count_rows(engine) == 15
-        finally:
-            relay.stop()
-            await task
-        assert await count_rows(engine) == 0
-        await engine.dispose()
-
-
-async def test_published_rows_are_deleted_after_delete_after_seconds(nats_url, database_url):
-    engine = make_engine(database_url, pool_size=2)
-    async with nats_client(nats_url) as nc:
-        js = nc.jetstream()
-        await ensure_streams(js)
-        relay = OutboxRelay(engine, js, outbox, poll_seconds=60.0, delete_after_seconds=0.3)
-        task = asyncio.create_task(relay.run())
-        try:
-            written = rows(5)
-            async with engine.begin() as conn:
-                await storage.add_pending(conn, written)
-            relay.committed(written)
-            assert await eventually(lambda: _zero(count_rows(engine)), timeout=5)
+            yield engine, js, relay, task
         finally:
             relay.stop()
             await task
             await engine.dispose()
+
+
+async def hand_over(engine, relay: OutboxRelay, n: int) -> list[str]:
+    """Commit `n` rows and hand them to `relay`, as a handler does; their event ids."""
+    written = rows(n)
+    async with engine.begin() as conn:
+        await storage.add_pending(conn, written)
+    relay.committed(written)
+    return [r.event_id for r in written]
+
+
+async def test_published_rows_are_deleted_together_later_and_on_stop(nats_url, database_url):
+    """The fast way deletes its published rows in one statement, up to
+    delete_after_seconds later: here a minute, so they are still in the table after
+    they went out, and stop() deletes them."""
+    async with running_relay(nats_url, database_url, delete_after_seconds=60.0) as (
+        engine,
+        js,
+        relay,
+        task,
+    ):
+        await asyncio.sleep(0.2)  # the first poll has run and found nothing
+        expected = []
+        for _ in range(3):  # three commits, three publish batches
+            expected += await hand_over(engine, relay, 5)
+            assert await eventually(lambda e=list(expected): _equal(stream_ids(js), e))
+        assert await count_rows(engine) == 15
+        relay.stop()
+        await task
+        assert await count_rows(engine) == 0
+
+
+async def test_published_rows_are_deleted_after_delete_after_seconds(nats_url, database_url):
+    async with running_relay(nats_url, database_url, delete_after_seconds=0.3) as (
+        engine,
+        _,
+        relay,
+        _,
+    ):
+        await hand_over(engine, relay, 5)
+        assert await eventually(lambda: _zero(count_rows(engine)), timeout=5)
 
 
 async def test_a_claim_never_takes_rows_already_published_the_fast_way(nats_url, database_url):
     """A wake() claims every unpublished row at once, without the grace: the rows the
     fast way published and has not yet deleted are deleted first, not published again."""
-    engine = make_engine(database_url, pool_size=2)
-    async with nats_client(nats_url) as nc:
-        js = nc.jetstream()
-        await ensure_streams(js)
-        relay = OutboxRelay(engine, js, outbox, poll_seconds=60.0, delete_after_seconds=60.0)
-        task = asyncio.create_task(relay.run())
-        try:
-            written = rows(5)
-            async with engine.begin() as conn:
-                await storage.add_pending(conn, written)
-            relay.committed(written)
-            assert await eventually(lambda: _equal(stream_ids(js), [r.event_id for r in written]))
-            before = _published("bookings")
-            relay.wake()
-            assert await eventually(lambda: _zero(count_rows(engine)), timeout=5)
-            await asyncio.sleep(0.3)
-            assert _published("bookings") == before
-        finally:
-            relay.stop()
-            await task
-            await engine.dispose()
+    async with running_relay(nats_url, database_url, delete_after_seconds=60.0) as (
+        engine,
+        js,
+        relay,
+        _,
+    ):
+        expected = await hand_over(engine, relay, 5)
+        assert await eventually(lambda: _equal(stream_ids(js), expected))
+        before = _published("bookings")
+        relay.wake()
+        assert await eventually(lambda: _zero(count_rows(engine)), timeout=5)
+        await asyncio.sleep(0.3)
+        assert _published("bookings") == before
 
 
 def _published(schema: str) -> float:
