@@ -31,15 +31,17 @@ Two ways to do more than one message at a time, both keeping the order that matt
 """
 
 import asyncio
+import collections
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
 import structlog
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js import JetStreamContext
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext, api
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.contracts import subjects
@@ -98,15 +100,17 @@ async def run_pull_consumer(
     retry_seconds: float = 1.0,
     max_retry_seconds: float = 30.0,
 ) -> None:
-    """Fetch and handle messages of the durable consumer `durable` until `stop` is set.
+    """Pull and handle messages of the durable consumer `durable` until `stop` is set,
+    up to `batch` at a time (`Puller`).
 
     `handler` returns None (ack) or seconds before redelivery; `key` and
     `batch_handler` are described in the module docstring (give at most one). A
     message is handled at most `max_deliver - 1` times (at least 2) before it is a
     dead letter; `service` labels the dead-letter metric and header.
-    Stops fetching when `stop` is set and returns after the batch in hand is handled
-    and acked, so a SIGTERM loses nothing (docs/nats.md, the drain trap). Messages in
-    hand get a progress ack every `ack_wait / 3` s until they are settled.
+    Stops taking messages when `stop` is set and returns after the batch in hand is
+    handled and acked; messages delivered ahead of need are nak'd, so a SIGTERM loses
+    nothing (docs/nats.md, the drain trap). Messages held longer than `ack_wait / 3` s
+    get a progress ack every `ack_wait / 3` s until they are settled.
     """
     if key is not None and batch_handler is not None:
         raise ValueError("give key or batch_handler, not both")
@@ -123,34 +127,24 @@ async def run_pull_consumer(
         max_ack_pending=1000,
     )
     await js.add_consumer(stream, config)
-    sub = await js.pull_subscribe_bind(durable, stream)
+    puller = Puller(js, stream, durable, batch)
+    await puller.open(stop)
     if ready is not None:
         ready.set()
     pending = CONSUMER_PENDING.labels(durable)
-    while not stop.is_set():
-        try:
-            msgs = await sub.fetch(batch, timeout=1.0)
-        except (NatsTimeout, TimeoutError):
-            # Usually nothing is pending now, but a consumer at max_ack_pending gets
-            # nothing either: ask the server, as only an idle consumer does.
-            with contextlib.suppress(Exception):
-                pending.set((await sub.consumer_info()).num_pending)
-            continue
-        except Exception:
-            if stop.is_set():
-                break
-            log.exception("fetch failed", durable=durable)
-            await asyncio.sleep(1.0)
-            continue
-        if not msgs:
-            # nats-py can end a fetch with no message and no error (a status such as
-            # 408 or 409 while the connection drains or the server restarts): a
-            # crashed consumer task would stop the service (seen in an e2e run).
-            continue
-        # Each delivered message says how many were still undelivered behind it.
-        pending.set(msgs[-1].metadata.num_pending)
-        keeper = asyncio.create_task(_keep_in_progress(msgs, ack_wait / 3))
-        try:
+    keeper = asyncio.create_task(_keep_in_progress(puller, ack_wait / 3))
+    try:
+        while not stop.is_set():
+            msgs = await puller.take(stop, IDLE_SECONDS)
+            if not msgs:
+                if not stop.is_set():
+                    # Usually nothing is pending now, but a consumer at max_ack_pending
+                    # gets nothing either: ask the server, as only an idle consumer does.
+                    with contextlib.suppress(Exception):
+                        pending.set((await js.consumer_info(stream, durable)).num_pending)
+                continue
+            # Each delivered message says how many were still undelivered behind it.
+            pending.set(msgs[-1].metadata.num_pending)
             if batch_handler is not None and len(msgs) > 1:
                 await _handle_batch(msgs, batch_handler, handler, c)
             elif key is not None and len(msgs) > 1:
@@ -158,20 +152,174 @@ async def run_pull_consumer(
             else:
                 for msg in msgs:
                     await _handle(msg, handler, c)
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-    await sub.unsubscribe()
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        await puller.close()
 
 
-async def _keep_in_progress(msgs: list[Msg], every: float) -> None:
-    """Every `every` s, tell the server each message of `msgs` not yet settled is still
-    being worked on, so its ack wait starts again; runs until cancelled."""
+# Seconds without a message before the loop asks the server for the consumer's lag.
+IDLE_SECONDS = 1.0
+# A pull request waits this long on the server for messages (then a 408 says how many
+# it did not get, and it is asked again), with an idle heartbeat every PULL_HEARTBEAT.
+PULL_EXPIRES = 30.0
+PULL_HEARTBEAT = 5.0
+
+
+class Puller:
+    """A durable pull consumer's messages, asked for ahead of need.
+
+    nats-py's `fetch` sends a pull request per batch and gets a status message back
+    with it: a consumer that keeps up, whose batches hold one or two messages, paid a
+    request, a delivery, a status and an ack per message, each a loopback write in two
+    processes (py-spy: 41% of the timers service's samples in socket writes). This
+    keeps pull requests for up to `batch` messages waiting on the server (JetStream's
+    pull protocol, `$JS.API.CONSUMER.MSG.NEXT`, as nats.go's `Consume` does) and asks
+    again when half are delivered, so a steady stream costs a delivery and an ack.
+
+    Accounting: `outstanding` is how many messages the waiting requests may still
+    deliver. A delivery takes one off; a 408 (request expired) or a 409 carrying
+    `Nats-Pending-Messages` takes off what its request did not deliver; any other 409
+    or error means the requests are gone (0). A reconnect, or no word from the server
+    (message or idle heartbeat) for two heartbeats, also counts as gone (a restarted
+    server forgets pull requests). Queued and outstanding messages together never
+    exceed `batch`; with the batch in hand, at most twice `batch` are delivered and
+    unsettled, and `held` lists them for the progress acks.
+    """
+
+    def __init__(self, js: JetStreamContext, stream: str, durable: str, batch: int) -> None:
+        self._nc = js._nc
+        self._subject = f"{js._prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._durable = durable
+        self._batch = batch
+        self._queue: collections.deque[tuple[Msg, float]] = collections.deque()
+        self._in_hand: list[tuple[Msg, float]] = []
+        self._arrived = asyncio.Event()
+        self._outstanding = 0
+        self._heard = time.monotonic()
+        self._paused_until = 0.0
+        self._reconnects = self._nc.stats["reconnects"]
+        self._inbox = ""
+        self._sub: Subscription | None = None
+        self._waker: asyncio.Task | None = None
+
+    async def open(self, stop: asyncio.Event) -> None:
+        """Subscribe the inbox the server delivers to (the first request goes with the
+        first `take`); `stop` ends a `take` that waits."""
+        self._inbox = self._nc.new_inbox()
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
+
+        async def wake_on_stop() -> None:
+            await stop.wait()
+            self._arrived.set()
+
+        self._waker = asyncio.create_task(wake_on_stop())
+
+    async def _on_message(self, msg: Msg) -> None:
+        self._heard = time.monotonic()
+        if msg.reply:  # a stream message: its reply subject is its $JS.ACK one
+            self._outstanding = max(self._outstanding - 1, 0)
+            self._queue.append((msg, self._heard))
+            self._arrived.set()
+            return
+        headers = msg.headers or {}
+        status = headers.get(api.Header.STATUS)
+        if status == api.StatusCode.CONTROL_MESSAGE:  # idle heartbeat
+            return
+        left = headers.get("Nats-Pending-Messages")
+        if status in (api.StatusCode.REQUEST_TIMEOUT, api.StatusCode.CONFLICT) and left:
+            self._outstanding = max(self._outstanding - int(left), 0)
+            return
+        # The requests were refused or dropped (consumer deleted, leadership change,
+        # a limit): ask again after a pause, so a lasting refusal is no busy loop.
+        log.warning(
+            "pull request ended",
+            durable=self._durable,
+            status=status,
+            description=headers.get(api.Header.DESCRIPTION),
+        )
+        self._outstanding = 0
+        self._paused_until = self._heard + 1.0
+        self._arrived.set()
+
+    async def _ask(self) -> None:
+        now = time.monotonic()
+        reconnects = self._nc.stats["reconnects"]
+        if reconnects != self._reconnects:
+            self._reconnects = reconnects
+            self._outstanding = 0
+        elif self._outstanding and now - self._heard > 2 * PULL_HEARTBEAT + 1:
+            log.info("no word on pull requests; asking again", durable=self._durable)
+            self._outstanding = 0
+        if now < self._paused_until:
+            return
+        want = self._batch - self._outstanding - len(self._queue)
+        if want <= 0 or (self._outstanding and want < self._batch // 2):
+            return
+        request = {
+            "batch": want,
+            "expires": int(PULL_EXPIRES * 1e9),
+            "idle_heartbeat": int(PULL_HEARTBEAT * 1e9),
+        }
+        try:
+            await self._nc.publish(self._subject, _encode(request), reply=self._inbox)
+        except Exception:  # closed or draining: the loop is stopping, or tries again
+            log.warning("pull request not sent", durable=self._durable, exc_info=True)
+            self._paused_until = now + 1.0
+            return
+        self._outstanding += want
+        self._heard = now
+
+    async def take(self, stop: asyncio.Event, timeout: float) -> list[Msg]:
+        """Up to `batch` delivered messages, in stream order; [] when none came within
+        `timeout` seconds or `stop` is set. The previous batch counts as settled."""
+        self._in_hand = []
+        await self._ask()
+        if not self._queue:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._arrived.wait()
+        if stop.is_set() or not self._queue:
+            return []
+        count = min(len(self._queue), self._batch)
+        self._in_hand = [self._queue.popleft() for _ in range(count)]
+        await self._ask()  # the next messages come in while these are handled
+        return [msg for msg, _ in self._in_hand]
+
+    def held(self) -> list[tuple[Msg, float]]:
+        """Delivered messages not handed back yet, with the monotonic time each came."""
+        return [*self._in_hand, *self._queue]
+
+    async def close(self) -> None:
+        """Stop the deliveries (the server drops requests nobody listens to) and give
+        back what came and was not handled: nak'd, so another replica, or this one
+        when it starts again, gets it at once instead of after the ack wait."""
+        if self._waker is not None:
+            self._waker.cancel()
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.drain()
+        left = [msg for msg, _ in self._queue]
+        self._queue.clear()
+        for msg in left:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+
+
+_encode = msgspec.json.encode
+
+
+async def _keep_in_progress(puller: Puller, every: float) -> None:
+    """Every `every` s, tell the server each message `puller` holds that came more
+    than `every` s ago and is not settled yet is still being worked on, so its ack
+    wait starts again; runs until cancelled."""
     while True:
         await asyncio.sleep(every)
-        for msg in msgs:
-            if not msg.is_acked:
+        came_before = time.monotonic() - every
+        for msg, came in puller.held():
+            if not msg.is_acked and came <= came_before:
                 # NATS away: nothing to do; the server redelivers after ack_wait, and
                 # the handlers are idempotent.
                 with contextlib.suppress(Exception):
