@@ -10,6 +10,7 @@ import functools
 import hashlib
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -137,8 +138,10 @@ class Keyring:
 
     signing: str
     secrets: Mapping[str, str]
-    verified: dict[str, "Claims"] = field(
-        default_factory=dict, compare=False, hash=False, repr=False
+    # An OrderedDict: dropping the oldest of a plain dict again and again scans past
+    # every key dropped before (services/timers/domain.py, ScheduleBook).
+    verified: OrderedDict[str, "Claims"] = field(
+        default_factory=OrderedDict, compare=False, hash=False, repr=False
     )
 
     @classmethod
@@ -206,6 +209,6 @@ def verify_token(keys: Keyring, token: str) -> Claims:
         raise BadToken("invalid token; log in again")
     verified = Claims(user_id=str(claims["sub"]), roles=roles, exp=int(claims["exp"]))
     if len(keys.verified) >= VERIFIED_TOKENS:
-        keys.verified.pop(next(iter(keys.verified)))
+        keys.verified.popitem(last=False)
     keys.verified[token] = verified
     return verified
