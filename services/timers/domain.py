@@ -49,7 +49,9 @@ def rfc3339(at: datetime) -> str:
     at = at.astimezone(UTC)
     if at.microsecond % 1000:
         at += timedelta(microseconds=1000 - at.microsecond % 1000)
-    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+    # isoformat, not strftime: strftime here was 2.6% of the timers service's samples
+    # on the replay's busiest hour (py-spy); this takes about two thirds of its time.
+    return at.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def replaces(pending_version: int | None, version: int) -> bool:
