@@ -135,7 +135,7 @@ async def run_pull_consumer(
     keeper = asyncio.create_task(_keep_in_progress(puller, ack_wait / 3))
     try:
         while not stop.is_set():
-            msgs = await puller.take(stop, IDLE_SECONDS)
+            msgs = await puller.take(IDLE_SECONDS)
             if not msgs:
                 if not stop.is_set():
                     # Usually nothing is pending now, but a consumer at max_ack_pending
@@ -202,6 +202,7 @@ class Puller:
         self._reconnects = self._nc.stats["reconnects"]
         self._inbox = ""
         self._sub: Subscription | None = None
+        self._stop = asyncio.Event()
         self._waker: asyncio.Task | None = None
 
     async def open(self, stop: asyncio.Event) -> None:
@@ -209,6 +210,7 @@ class Puller:
         first `take`); `stop` ends a `take` that waits."""
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
+        self._stop = stop
 
         async def wake_on_stop() -> None:
             await stop.wait()
@@ -271,9 +273,10 @@ class Puller:
         self._outstanding += want
         self._heard = now
 
-    async def take(self, stop: asyncio.Event, timeout: float) -> list[Msg]:
+    async def take(self, timeout: float) -> list[Msg]:
         """Up to `batch` delivered messages, in stream order; [] when none came within
-        `timeout` seconds or `stop` is set. The previous batch counts as settled."""
+        `timeout` seconds or `open`'s `stop` is set. The previous batch counts as
+        settled."""
         self._in_hand = []
         await self._ask()
         if not self._queue:
@@ -281,7 +284,7 @@ class Puller:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._arrived.wait()
-        if stop.is_set() or not self._queue:
+        if self._stop.is_set() or not self._queue:
             return []
         count = min(len(self._queue), self._batch)
         self._in_hand = [self._queue.popleft() for _ in range(count)]
