@@ -203,20 +203,15 @@ class Puller:
         self._inbox = ""
         self._sub: Subscription | None = None
         self._stop = asyncio.Event()
-        self._waker: asyncio.Task | None = None
 
     async def open(self, stop: asyncio.Event) -> None:
         """Subscribe the inbox the server delivers to (the first request goes with the
-        first `take`); `stop` ends a `take` that waits."""
+        first `take`); once `stop` is set, `take` hands out nothing more. A `take`
+        already waiting still waits out its timeout, as a fetch did: a worker stays
+        visibly not ready (503 on /readyz) for that long while it drains."""
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
         self._stop = stop
-
-        async def wake_on_stop() -> None:
-            await stop.wait()
-            self._arrived.set()
-
-        self._waker = asyncio.create_task(wake_on_stop())
 
     async def _on_message(self, msg: Msg) -> None:
         self._heard = time.monotonic()
@@ -299,8 +294,6 @@ class Puller:
         """Stop the deliveries (the server drops requests nobody listens to) and give
         back what came and was not handled: nak'd, so another replica, or this one
         when it starts again, gets it at once instead of after the ack wait."""
-        if self._waker is not None:
-            self._waker.cancel()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.drain()
