@@ -36,6 +36,8 @@ idempotency_keys = sa.Table(
     sa.Column("response_body", sa.LargeBinary, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_idempotency_keys_created_at", "created_at"),
+    # Room on each page for the answer stored after the claim (migration identity_0005).
+    postgresql_with={"fillfactor": 10},
 )
 
 # Failed-login throttling (services/api/throttle.py): one theoretical arrival time per
