@@ -245,7 +245,8 @@ async def staff_ids(conn: AsyncConnection, lot_id: str) -> list[str]:
 
 class BookingRow(NamedTuple):
     """A booking with its slot label, lot terms, car-wash order and lot staff (what
-    `booking_with_context` selects), plus `slot_taken`: another booking holds its slot."""
+    `booking_with_context` selects), plus `slot_taken`: another booking holds its slot,
+    and the lot's `terms_version` when read (lots.terms_version, migration bookings_0005)."""
 
     id: str
     lot_id: str
@@ -279,6 +280,7 @@ class BookingRow(NamedTuple):
     staff_ids: list[str]
     slot_taken: bool
     request_key: str | None
+    terms_version: int
 
 
 _BOOKING_SQL = """
@@ -293,7 +295,7 @@ SELECT b.id::text, b.lot_id::text, b.slot_id::text, b.user_id::text, b.vehicle_i
                  FROM bookings.staff st WHERE st.lot_id = b.lot_id), '{}'),
        EXISTS (SELECT 1 FROM bookings.bookings o
                WHERE o.slot_id = b.slot_id AND o.status = 'active' AND o.id <> b.id),
-       b.request_key
+       b.request_key, l.terms_version
 FROM bookings.bookings b
 JOIN bookings.slots s ON s.id = b.slot_id
 JOIN bookings.lots l ON l.id = b.lot_id
@@ -426,6 +428,64 @@ WITH changed AS (
     + _OUTBOX_ROWS.format(ids=11, subjects=12, payloads=13, times=14)
     + "\nSELECT count(*) FROM changed"
 )
+
+
+# A renewal planned from a kept row (services/bookings/kept.py): the same write, also
+# conditional on the lot's terms being those the row was kept with, and the booking as
+# it is now in the same round trip, so that a kept row gone stale costs no extra read.
+# The SELECT sees the statement's snapshot: the row before this write when it applied
+# (its car-wash order is what the answer needs), the current row when it did not.
+_EXTEND_KEPT_SQL = (
+    """
+WITH changed AS (
+    UPDATE bookings.bookings b
+    SET end_time = $5, version = $6, renewals = $7, price = price + $8,
+        payment_status = $9, updated_at = $10, request_key = $15
+    WHERE b.id = $1 AND b.status = $2 AND b.version = $3 AND b.payment_status = $4
+      AND (SELECT l.terms_version FROM bookings.lots l WHERE l.id = b.lot_id) = $16
+    RETURNING b.id
+),"""
+    + _OUTBOX_ROWS.format(ids=11, subjects=12, payloads=13, times=14)
+    + _BOOKING_SQL.replace("\nSELECT ", "\nSELECT (SELECT count(*) FROM changed), ", 1)
+)
+
+
+async def extend_kept(
+    raw: asyncpg.Connection,
+    was: BookingRow,
+    end_time: datetime,
+    version: int,
+    renewals: int,
+    added_price: Decimal,
+    payment_status: str,
+    now: datetime,
+    events: list[Pending],
+    request_key: str | None = None,
+) -> tuple[bool, BookingRow | None]:
+    """`extend_booking` for a renewal planned from a kept row `was`: written only if the
+    booking is still as `was` (status, version, payment status) and its lot's terms are
+    still at `was.terms_version`. Returns (True, the row as it was just before this
+    write) when written, else (False, the booking as it is now; None if there is none),
+    in one round trip."""
+    record = await raw.fetchrow(
+        _EXTEND_KEPT_SQL,
+        was.id,
+        was.status,
+        was.version,
+        was.payment_status,
+        end_time,
+        version,
+        renewals,
+        added_price,
+        payment_status,
+        now,
+        *_outbox_args(events),
+        request_key,
+        was.terms_version,
+    )
+    if record is None:
+        return False, None
+    return record[0] == 1, BookingRow(*record[1:])
 
 
 async def extend_booking(

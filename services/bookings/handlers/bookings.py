@@ -1,6 +1,7 @@
 """bookings.booking.*: book, look, renew, cancel, decline."""
 
 from datetime import datetime
+from decimal import Decimal
 from typing import NamedTuple
 
 import asyncpg
@@ -238,6 +239,7 @@ async def _book(
         if payment_status == "paid":
             await deps.payments.refund(booking_id, price, slot.currency)
         raise DomainError("not_found", f"No slot with id {slot_id}.")
+    deps.kept_bookings.put(row)
     return _Made(booking_view(row, deps.clock()), rows, slot.lot_id, end)
 
 
@@ -288,6 +290,7 @@ def _row_of_new(
         staff_ids=slot.staff_ids,
         slot_taken=False,
         request_key=new.request_key,
+        terms_version=slot.terms_version,
     )
 
 
@@ -339,34 +342,133 @@ async def renew_booking(deps: Deps, req: c.RenewBooking) -> c.BookingView:
     the lot's grace. Refusals are 409 with the reason, and emit booking.renewal_failed
     (plus payment.failed when an online charge was declined).
 
-    Two round trips: a read, then one statement that writes the change and its event
-    only if the booking is still as read (`storage.extend_booking`, `storage.rebook`).
-    A booking that changed in between (its expiry fired, another renewal won) is read
-    again, up to RENEW_TRIES times, and then refused as a conflict to retry.
+    One round trip when this replica keeps the booking as it last wrote it
+    (services/bookings/kept.py) and the renewal extends it: one statement that writes the
+    change and its event only if the booking and its lot's terms are still as kept. Else
+    two: a read, then one statement that writes only if the booking is still as read
+    (`storage.extend_booking`, `storage.rebook`). A booking that changed in between (its
+    expiry fired, another renewal won) is read again, up to RENEW_TRIES times, and then
+    refused as a conflict to retry.
 
     A retry of a renewal whose answer was lost (same `request_key`) answers the booking
     as that try left it, renewing nothing again (`domain.retried_renewal`).
     """
     booking_id = parse_id(req.booking_id, "booking")
     async with raw_connection(deps.engine) as raw:
-        for _ in range(RENEW_TRIES):
-            renewed = await _try_renewal(deps, raw, booking_id, req)
-            if renewed is not None:
-                break
-        else:
-            raise DomainError(
-                "conflict", "The booking changed while it was being renewed; renew it again."
-            )
+        renewed, row = await _try_kept_renewal(deps, raw, booking_id, req)
+        if renewed is None:
+            for _ in range(RENEW_TRIES):
+                renewed = await _try_renewal(deps, raw, booking_id, req, row)
+                if renewed is not None:
+                    break
+                row = None
+            else:
+                raise DomainError(
+                    "conflict", "The booking changed while it was being renewed; renew it again."
+                )
+    deps.kept_bookings.put(renewed)
     await deps.slot_changed(renewed.lot_id, renewed.slot_id, renewed.end_time)
     return booking_view(renewed, deps.clock())
 
 
-async def _try_renewal(
+async def _try_kept_renewal(
     deps: Deps, raw, booking_id: str, req: c.RenewBooking
-) -> storage.BookingRow | None:
-    """One read-decide-write round; None when the booking changed since the read."""
+) -> tuple[storage.BookingRow | None, storage.BookingRow | None]:
+    """The renewal in one round trip from the kept row, when that row says it is a plain
+    extension by its driver of a booking not paid online (the other cases read first:
+    refusals, retries, rebooks and charges are decided on a fresh row). Returns
+    (renewed row, None) when written; (None, the booking as it is now) when the kept
+    row was stale; (None, None) when nothing is kept or the kept row does not qualify."""
+    kept = deps.kept_bookings.get(booking_id)
+    if kept is None or kept.status != "active" or kept.payment_method == "online":
+        return None, None
+    try:
+        people = LotPeople(kept.owner_id, frozenset(kept.staff_ids))
+        require_on_booking(
+            Action.RENEW, req.actor.user_id, req.actor.roles, kept.user_id, people, kept.id
+        )
+    except DomainError:
+        return None, None  # answered from a fresh read
+    if (
+        domain.retried_renewal(kept.status, kept.request_key, kept.slot_taken, req.request_key)
+        is not domain.Retry.NONE
+    ):
+        return None, None
     now = deps.clock()
-    row = await storage.fetch_booking(raw, booking_id)
+    amount = domain.booking_price(kept.lot_price_per_hour, kept.booking_seconds)
+    plan = domain.plan_renewal(
+        domain.BookingState(kept.status, kept.end_time, kept.version, kept.renewals, kept.price),
+        domain.RenewalTerms(
+            kept.booking_seconds, kept.renew_grace_seconds, kept.max_renewals, amount
+        ),
+        now,
+        True,
+    )
+    if not isinstance(plan, domain.Extend):
+        return None, None
+    renewed, rows = _extension(kept, plan, amount, "pending", now, req.request_key)
+    applied, current = await storage.extend_kept(
+        raw,
+        kept,
+        plan.end_time,
+        plan.version,
+        plan.renewals,
+        amount,
+        "pending",
+        now,
+        rows,
+        req.request_key,
+    )
+    if not applied:
+        deps.kept_bookings.drop(booking_id)
+        if current is None:
+            raise DomainError("not_found", f"No booking with id {req.booking_id}.")
+        return None, current
+    assert current is not None  # the row the write changed
+    deps.committed(rows)
+    return renewed._replace(
+        carwash_id=current.carwash_id, carwash_status=current.carwash_status
+    ), None
+
+
+def _extension(
+    row: storage.BookingRow,
+    plan: domain.Extend,
+    amount: Decimal,
+    paid: str,
+    now: datetime,
+    request_key: str | None,
+) -> tuple[storage.BookingRow, list[Pending]]:
+    """The row an extension by `plan` makes of `row` (`request_key`: the renewal's
+    Idempotency-Key, recorded as the booking's last change), and its booking.renewed
+    event."""
+    renewed = row._replace(
+        end_time=plan.end_time,
+        version=plan.version,
+        renewals=plan.renewals,
+        price=row.price + amount,
+        payment_status=paid,
+        updated_at=now,
+        request_key=request_key,
+    )
+    event = new_event(
+        subjects.BOOKING_RENEWED, SOURCE, booking_event_data(renewed, row.staff_ids), row.id
+    )
+    return renewed, [pending(event)]
+
+
+async def _try_renewal(
+    deps: Deps,
+    raw,
+    booking_id: str,
+    req: c.RenewBooking,
+    row: storage.BookingRow | None = None,
+) -> storage.BookingRow | None:
+    """One read-decide-write round (the read skipped when `row` was just read); None when
+    the booking changed since the read."""
+    now = deps.clock()
+    if row is None:
+        row = await storage.fetch_booking(raw, booking_id)
     if row is None:
         raise DomainError("not_found", f"No booking with id {req.booking_id}.")
     people = LotPeople(row.owner_id, frozenset(row.staff_ids))
@@ -424,18 +526,7 @@ async def _try_renewal(
         )
     paid = "paid" if row.payment_method == "online" else "pending"
     if isinstance(plan, domain.Extend):
-        renewed = row._replace(
-            end_time=plan.end_time,
-            version=plan.version,
-            renewals=plan.renewals,
-            price=row.price + amount,
-            payment_status=paid,
-            updated_at=now,
-        )
-        event = new_event(
-            subjects.BOOKING_RENEWED, SOURCE, booking_event_data(renewed, row.staff_ids), row.id
-        )
-        rows = [pending(event)]
+        renewed, rows = _extension(row, plan, amount, paid, now, req.request_key)
         applied = await storage.extend_booking(
             raw,
             row,

@@ -14,6 +14,7 @@ from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.bookings import domain, storage
+from services.bookings.kept import KeptBookings
 from services.bookings.payments import PaymentProvider
 from services.bookings.policy import LotPeople
 from services.bookings.storage import lots
@@ -38,7 +39,9 @@ class Deps:
     ways to have the outbox relay publish at once after a commit (`wake_outbox`: claim
     from the table; `committed`: the rows the handler wrote, published without a read),
     and the NATS connection for live slot updates (None in tests that do not watch
-    them); `slot_terms` keeps what creates copy from slots and lots (terms.py)."""
+    them); `slot_terms` keeps what creates copy from slots and lots (terms.py),
+    `kept_bookings` the bookings as this replica last wrote them, for renewals
+    (kept.py)."""
 
     engine: AsyncEngine
     payments: PaymentProvider
@@ -47,6 +50,7 @@ class Deps:
     clock: Callable[[], datetime] = utcnow
     nc: Client | None = None
     slot_terms: SlotTerms = field(default_factory=SlotTerms)
+    kept_bookings: KeptBookings = field(default_factory=KeptBookings)
 
     async def slot_changed(self, lot_id: str, slot_id: str, booked_until: datetime | None) -> None:
         """Tell live subscribers of the lot (after the commit) that a slot changed."""
