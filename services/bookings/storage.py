@@ -434,7 +434,8 @@ WITH changed AS (
 # conditional on the lot's terms being those the row was kept with, and the booking as
 # it is now in the same round trip, so that a kept row gone stale costs no extra read.
 # The SELECT sees the statement's snapshot: the row before this write when it applied
-# (its car-wash order is what the answer needs), the current row when it did not.
+# (its car-wash order is what the answer needs; the staff and whether another booking
+# holds the slot are not computed then), the current row when it did not.
 _EXTEND_KEPT_SQL = (
     """
 WITH changed AS (
@@ -446,8 +447,41 @@ WITH changed AS (
     RETURNING b.id
 ),"""
     + _OUTBOX_ROWS.format(ids=11, subjects=12, payloads=13, times=14)
-    + _BOOKING_SQL.replace("\nSELECT ", "\nSELECT (SELECT count(*) FROM changed), ", 1)
+    + """
+SELECT n.applied,
+       b.id::text, b.lot_id::text, b.slot_id::text, b.user_id::text, b.vehicle_id::text,
+       b.status, b.start_time, b.end_time, b.version, b.renewals, b.price, b.currency,
+       b.payment_method, b.payment_status, b.warned_version, b.renewed_from::text,
+       b.created_at, b.updated_at,
+       s.label, l.owner_id::text, l.name, l.booking_seconds, l.warning_seconds,
+       l.renew_grace_seconds, l.max_renewals, l.price_per_hour, l.carwash_price,
+       w.id::text AS carwash_id, w.status AS carwash_status,
+       CASE WHEN n.applied = 0 THEN
+           coalesce((SELECT array_agg(st.user_id::text ORDER BY st.assigned_at)
+                     FROM bookings.staff st WHERE st.lot_id = b.lot_id), '{}') END,
+       CASE WHEN n.applied = 0 THEN
+           EXISTS (SELECT 1 FROM bookings.bookings o
+                   WHERE o.slot_id = b.slot_id AND o.status = 'active' AND o.id <> b.id) END,
+       b.request_key, l.terms_version
+FROM (SELECT count(*) AS applied FROM changed) n
+CROSS JOIN bookings.bookings b
+JOIN bookings.slots s ON s.id = b.slot_id
+JOIN bookings.lots l ON l.id = b.lot_id
+LEFT JOIN bookings.carwash_orders w ON w.booking_id = b.id
+WHERE b.id = $1
+"""
 )
+
+
+class KeptWrite(NamedTuple):
+    """What `extend_kept` did: `applied`, with the booking's car-wash order as it is
+    (`carwash_id`, `carwash_status`, what the answer needs beyond the kept row); or not,
+    with the booking as it is now in `current` (None: there is no such booking)."""
+
+    applied: bool
+    carwash_id: str | None
+    carwash_status: str | None
+    current: BookingRow | None
 
 
 async def extend_kept(
@@ -461,12 +495,10 @@ async def extend_kept(
     now: datetime,
     events: list[Pending],
     request_key: str | None = None,
-) -> tuple[bool, BookingRow | None]:
+) -> KeptWrite:
     """`extend_booking` for a renewal planned from a kept row `was`: written only if the
     booking is still as `was` (status, version, payment status) and its lot's terms are
-    still at `was.terms_version`. Returns (True, the row as it was just before this
-    write) when written, else (False, the booking as it is now; None if there is none),
-    in one round trip."""
+    still at `was.terms_version`; in one round trip (see KeptWrite)."""
     record = await raw.fetchrow(
         _EXTEND_KEPT_SQL,
         was.id,
@@ -484,8 +516,10 @@ async def extend_kept(
         was.terms_version,
     )
     if record is None:
-        return False, None
-    return record[0] == 1, BookingRow(*record[1:])
+        return KeptWrite(False, None, None, None)
+    if record[0] == 1:
+        return KeptWrite(True, record["carwash_id"], record["carwash_status"], None)
+    return KeptWrite(False, None, None, BookingRow(*record[1:]))
 
 
 async def extend_booking(

@@ -407,7 +407,7 @@ async def _try_kept_renewal(
     if not isinstance(plan, domain.Extend):
         return None, None
     renewed, rows = _extension(kept, plan, amount, "pending", now, req.request_key)
-    applied, current = await storage.extend_kept(
+    written = await storage.extend_kept(
         raw,
         kept,
         plan.end_time,
@@ -419,15 +419,14 @@ async def _try_kept_renewal(
         rows,
         req.request_key,
     )
-    if not applied:
+    if not written.applied:
         deps.kept_bookings.drop(booking_id)
-        if current is None:
+        if written.current is None:
             raise DomainError("not_found", f"No booking with id {req.booking_id}.")
-        return None, current
-    assert current is not None  # the row the write changed
+        return None, written.current
     deps.committed(rows)
     return renewed._replace(
-        carwash_id=current.carwash_id, carwash_status=current.carwash_status
+        carwash_id=written.carwash_id, carwash_status=written.carwash_status
     ), None
 
 
