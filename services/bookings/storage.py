@@ -501,18 +501,9 @@ async def extend_kept(
     still at `was.terms_version`; in one round trip (see KeptWrite)."""
     record = await raw.fetchrow(
         _EXTEND_KEPT_SQL,
-        was.id,
-        was.status,
-        was.version,
-        was.payment_status,
-        end_time,
-        version,
-        renewals,
-        added_price,
-        payment_status,
-        now,
-        *_outbox_args(events),
-        request_key,
+        *_extend_args(
+            was, end_time, version, renewals, added_price, payment_status, now, events, request_key
+        ),
         was.terms_version,
     )
     if record is None:
@@ -540,6 +531,26 @@ async def extend_booking(
     (nothing written)."""
     applied = await raw.fetchval(
         _EXTEND_SQL,
+        *_extend_args(
+            was, end_time, version, renewals, added_price, payment_status, now, events, request_key
+        ),
+    )
+    return applied == 1
+
+
+def _extend_args(
+    was: BookingRow,
+    end_time: datetime,
+    version: int,
+    renewals: int,
+    added_price: Decimal,
+    payment_status: str,
+    now: datetime,
+    events: list[Pending],
+    request_key: str | None,
+) -> list:
+    """Parameters $1 to $15 of _EXTEND_SQL and _EXTEND_KEPT_SQL."""
+    return [
         was.id,
         was.status,
         was.version,
@@ -552,8 +563,7 @@ async def extend_booking(
         now,
         *_outbox_args(events),
         request_key,
-    )
-    return applied == 1
+    ]
 
 
 _INSERT_BOOKING = """
