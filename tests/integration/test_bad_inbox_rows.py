@@ -283,5 +283,8 @@ async def test_a_live_message_that_cannot_be_published_does_not_stop_the_others(
         await sub_nc.flush()
         deps = handlers.Deps(engine=None, nc=nc)
         await handlers.publish(deps, user_id, live(1, "x" * nc.max_payload), live(2, "small"))
-        msg = await sub.next_msg(timeout=5)
+        # The server has routed what was published once it answers the flush's PING; the
+        # generous timeouts are for a loaded CI machine (a 5 s wait once ran out there).
+        await nc.flush(timeout=15)
+        msg = await sub.next_msg(timeout=15)
         assert msgspec.json.decode(msg.data)["notification"]["seq"] == 2
