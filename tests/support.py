@@ -11,8 +11,9 @@ from typing import Any
 import msgspec
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerInfo
+from nats.js.api import ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from services.runtime.lifecycle import started
@@ -31,6 +32,29 @@ async def running(
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def stored_messages(js: JetStreamContext, subject: str) -> list[Msg]:
+    """Every message a stream holds on `subject` (wildcards allowed), in stream order.
+
+    It counts them first (stream info filtered by the subject), then reads exactly that
+    many through an ordered consumer: reading until a short silence took a slow first
+    delivery on a loaded machine for the end of the stream."""
+    stream = await js.find_stream_name_by_subject(subject)
+    info = await js.stream_info(stream, subjects_filter=subject)
+    count = sum((info.state.subjects or {}).values())
+    if not count:
+        return []
+    sub = await js.subscribe(
+        subject,
+        stream=stream,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+    )
+    try:
+        return [await sub.next_msg(timeout=15) for _ in range(count)]
+    finally:
+        await sub.unsubscribe()
 
 
 @contextlib.asynccontextmanager

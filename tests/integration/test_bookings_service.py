@@ -5,7 +5,6 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.bookings.config import Settings
 from services.bookings.entrypoints import serve
@@ -16,7 +15,7 @@ from services.contracts.ids import uuid7
 from services.contracts.timers import TimerFired
 from services.runtime.config import Common
 from services.runtime.micro import RemoteError, call
-from tests.support import consumed, eventually, nats_client, running
+from tests.support import consumed, eventually, nats_client, running, stored_messages
 
 OWNER = c.Actor(user_id=str(uuid7()), roles=["owner"])
 DRIVER = c.Actor(user_id=str(uuid7()), roles=["driver"])
@@ -46,19 +45,8 @@ async def make_lot(nc, **kw) -> c.LotView:
 
 async def events(nc, subject: str) -> list:
     """Every event on EVENTS with `subject`, as (headers, envelope)."""
-    js = nc.jetstream()
-    sub = await js.subscribe(
-        subject, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-    )
-    out = []
-    while True:
-        try:
-            msg = await sub.next_msg(timeout=0.3)
-        except Exception:
-            break
-        out.append((msg.headers, decode_envelope(msg.data)))
-    await sub.unsubscribe()
-    return out
+    msgs = await stored_messages(nc.jetstream(), subject)
+    return [(m.headers, decode_envelope(m.data)) for m in msgs]
 
 
 async def test_lot_creation_and_rules(bookings):

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import sqlalchemy as sa
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
 
@@ -26,7 +26,7 @@ from services.runtime.consumer import run_pull_consumer
 from services.runtime.db import make_engine
 from services.runtime.natsconn import deliver_publish_refusals, message_size
 from services.runtime.outbox import OutboxRelay, pending
-from tests.support import eventually
+from tests.support import eventually, stored_messages
 
 
 def event(subject: str = subjects.BOOKING_CREATED, reason: str = "ok", at=None):
@@ -42,18 +42,7 @@ def dead_count(service: str, subject: str) -> float:
 
 
 async def stream_ids(js, subject: str = "booking.>") -> list[str]:
-    sub = await js.subscribe(
-        subject, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-    )
-    got = []
-    while True:
-        try:
-            msg = await sub.next_msg(timeout=0.3)
-        except Exception:
-            break
-        got.append(msg.headers["Nats-Msg-Id"])
-    await sub.unsubscribe()
-    return got
+    return [m.headers["Nats-Msg-Id"] for m in await stored_messages(js, subject)]
 
 
 async def outbox_rows(engine) -> list:

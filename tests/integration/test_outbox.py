@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import sqlalchemy as sa
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.bookings import storage
 from services.bookings.storage import outbox
@@ -20,7 +19,7 @@ from services.runtime.db import make_engine
 from services.runtime.metrics import OUTBOX_PUBLISHED
 from services.runtime.natsconn import ensure_streams
 from services.runtime.outbox import OutboxRelay, pending
-from tests.support import eventually, nats_client
+from tests.support import eventually, nats_client, stored_messages
 
 
 def rows(n: int, at: datetime | None = None):
@@ -35,20 +34,7 @@ def rows(n: int, at: datetime | None = None):
 
 
 async def stream_ids(js) -> list[str]:
-    sub = await js.subscribe(
-        subjects.BOOKING_CREATED,
-        ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-    )
-    got = []
-    while True:
-        try:
-            msg = await sub.next_msg(timeout=0.3)
-        except Exception:
-            break
-        got.append(msg.headers["Nats-Msg-Id"])
-    await sub.unsubscribe()
-    return got
+    return [m.headers["Nats-Msg-Id"] for m in await stored_messages(js, subjects.BOOKING_CREATED)]
 
 
 async def count_rows(engine) -> int:
