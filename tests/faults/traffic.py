@@ -267,7 +267,9 @@ async def stream_events(nats_url: str, subject: str = ">") -> list[RawCloudEvent
         out: list[RawCloudEvent] = []
         while True:
             try:
-                msgs = await sub.fetch(500, timeout=2)
+                # Generous: a first delivery can take seconds on a loaded machine, and
+                # a timeout here is read as the end of the stream.
+                msgs = await sub.fetch(500, timeout=10)
             except (nats.errors.TimeoutError, TimeoutError):
                 return out
             for m in msgs:
