@@ -2,6 +2,7 @@
 real PostgreSQL: one round trip when the kept row is current, and the same answer as a
 fresh read would give whenever anything it was decided on changed meanwhile."""
 
+import asyncio
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
@@ -54,8 +55,10 @@ async def engine(database_url):
 _counted: dict[int, Statements] = {}
 
 
-def statements(engine) -> int:
-    """Statements the `engine` fixture's connection has sent so far."""
+async def statements(engine) -> int:
+    """Statements the `engine` fixture's connection has sent so far (asyncpg tells its
+    query loggers in the loop's next turn)."""
+    await asyncio.sleep(0)
     return _counted[id(engine)].count
 
 
@@ -107,11 +110,11 @@ async def outbox_versions(engine, booking_id: str) -> int:
 async def test_renewing_a_booking_this_replica_wrote_takes_one_statement(engine):
     deps = replica(engine)
     _, booking = await lot_and_booking(deps)
-    before = statements(engine)
+    before = await statements(engine)
     once = await renew(deps, booking.id)
-    assert statements(engine) - before == 1
+    assert (await statements(engine)) - before == 1
     twice = await renew(deps, booking.id)
-    assert statements(engine) - before == 2
+    assert (await statements(engine)) - before == 2
     assert (once.renewals, twice.renewals) == (1, 2)
     assert twice.end_time == booking.end_time + timedelta(seconds=2 * BOOKING_SECONDS)
     fresh = await handlers.get_booking(deps, c.GetBooking(actor=DRIVER, booking_id=booking.id))
@@ -124,10 +127,10 @@ async def test_a_booking_renewed_through_another_replica_is_renewed_from_its_cur
     a, b = replica(engine), replica(engine)
     _, booking = await lot_and_booking(a)
     await renew(b, booking.id)  # a's kept row is now a version behind
-    before = statements(engine)
+    before = await statements(engine)
     view = await renew(a, booking.id)
     # The kept try (it writes nothing and returns the current row), then the write.
-    assert statements(engine) - before == 2
+    assert (await statements(engine)) - before == 2
     assert view.renewals == 2
     assert view.end_time == booking.end_time + timedelta(seconds=2 * BOOKING_SECONDS)
     assert await outbox_versions(engine, booking.id) == 2
@@ -176,3 +179,55 @@ async def test_a_renewal_retried_with_its_key_is_answered_once_from_a_kept_row(e
     again = await renew(deps, booking.id, "k-1")
     assert once.renewals == again.renewals == 1 and once.end_time == again.end_time
     assert await outbox_versions(engine, booking.id) == 1
+
+
+async def bookings_of_one_lot(deps: Deps, n: int) -> list[c.BookingView]:
+    made = await lot_handlers.create_lot(
+        deps,
+        c.CreateLot(
+            actor=OWNER,
+            name="Kept many",
+            address="2 Kept Street",
+            slot_count=n,
+            booking_seconds=BOOKING_SECONDS,
+            warning_seconds=600,
+            price_per_hour=c.MoneyIn("2.00"),
+        ),
+    )
+    slots = await lot_handlers.list_slots(deps, c.ListSlots(actor=OWNER, lot_id=made.id))
+    return [
+        await handlers.create_booking(deps, c.CreateBooking(actor=DRIVER, slot_id=s.id))
+        for s in slots.items
+    ]
+
+
+async def test_one_booking_renewed_twice_at_once_is_renewed_twice_once_each(engine):
+    deps = replica(engine)
+    _, booking = await lot_and_booking(deps)
+    # Both are decided on the same kept row: one writes, the other finds it stale and is
+    # decided on the booking as that write left it.
+    views = await asyncio.gather(renew(deps, booking.id, "k1"), renew(deps, booking.id, "k2"))
+    assert sorted(v.renewals for v in views) == [1, 2]
+    assert max(v.end_time for v in views) == booking.end_time + timedelta(
+        seconds=2 * BOOKING_SECONDS
+    )
+    assert await outbox_versions(engine, booking.id) == 2
+
+
+async def test_one_renewal_sent_twice_at_once_renews_once(engine):
+    deps = replica(engine)
+    _, booking = await lot_and_booking(deps)
+    views = await asyncio.gather(renew(deps, booking.id, "same"), renew(deps, booking.id, "same"))
+    assert [v.renewals for v in views] == [1, 1]
+    assert views[0].end_time == views[1].end_time
+    assert await outbox_versions(engine, booking.id) == 1
+
+
+async def test_a_stale_kept_row_among_concurrent_renewals_holds_up_none_of_them(engine):
+    a, b = replica(engine), replica(engine)
+    await lot_and_booking(a)
+    booked = await bookings_of_one_lot(a, 3)
+    await renew(b, booked[1].id)  # a's kept row of the middle one is now a version behind
+    views = await asyncio.gather(*(renew(a, x.id) for x in booked))
+    assert [v.renewals for v in views] == [1, 2, 1]
+    assert [await outbox_versions(engine, x.id) for x in booked] == [1, 2, 1]
