@@ -11,6 +11,7 @@ import json
 import math
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,26 @@ def spread(values: list[float], points=(50, 95, 99)) -> dict[str, float | None]:
     return out
 
 
+# Missing and unexpected notifications listed in report.json, at most this many of each.
+EXAMPLES = 20
+
+
+def _example(car: int, received: Any = None, period: Any = None) -> dict[str, Any]:
+    """A notification to look up on the server: the car (its index in the plan), the
+    booking id and the booking end it named (ISO 8601, UTC), and for one received when
+    it arrived (Unix seconds)."""
+    booking_id = received.booking_id if received is not None else period.booking_id
+    end = received.end if received is not None else period.end
+    out: dict[str, Any] = {
+        "car": car,
+        "booking_id": booking_id,
+        "end": datetime.fromtimestamp(end, UTC).isoformat(),
+    }
+    if received is not None:
+        out["arrival"] = received.arrival
+    return out
+
+
 def notification_figures(sim: Simulation) -> dict[str, Any]:
     """Lateness, early, missing, duplicate and unexpected notifications of the sample."""
     warning_of = {i: sim.lots[sim.plan.cars[i].lot].warning_seconds for i in sim.watchers}
@@ -55,6 +76,7 @@ def notification_figures(sim: Simulation) -> dict[str, Any]:
     reconnects = sum(w.reconnects for w in sim.watchers.values())
     for kind, name in ((WARNING, "warnings"), (EXPIRED, "expiries")):
         late, stored, early, seen, unexpected, raced = [], [], 0, Counter(), 0, 0
+        strays: list[dict[str, Any]] = []
         for car, w in sim.watchers.items():
             for r in w.received:
                 if r.type != kind:
@@ -72,6 +94,7 @@ def notification_figures(sim: Simulation) -> dict[str, Any]:
                         raced += 1  # the cancel was sent before the warning time
                     else:
                         unexpected += 1
+                        strays.append(_example(car, r))
         want = sum(1 for k in expected if k[0] == kind)
         out[name] = {
             "expected": want,
@@ -80,6 +103,12 @@ def notification_figures(sim: Simulation) -> dict[str, Any]:
             "early": early,
             "duplicates": sum(n - 1 for n in seen.values() if n > 1),
             "unexpected": unexpected,
+            "unexpected_examples": strays[:EXAMPLES],
+            "missing_examples": [
+                _example(p.car, None, p)
+                for k, p in ((k, periods[k[1:]]) for k in sorted(expected) if k[0] == kind)
+                if k not in seen
+            ][:EXAMPLES],
             "after_cancel_race": raced,
             "lateness_seconds": spread(late),
             "stored_lateness_seconds": spread(stored),

@@ -3,7 +3,14 @@
 from collections import Counter
 from types import SimpleNamespace
 
-from services.replay.report import expiry_figures, failures, percentile, spread
+from services.replay.report import (
+    expiry_figures,
+    failures,
+    notification_figures,
+    percentile,
+    spread,
+)
+from services.replay.simulation import WARNING, Period, Received
 
 
 def test_percentiles_are_nearest_rank():
@@ -101,3 +108,27 @@ def test_only_this_runs_bookings_count_in_the_expiry_check():
     assert figures["expired_once"] == 1 and figures["expired_without_reaching_end"] == 0
     figures = expiry_figures(sim, Counter({"ended": 1, "renewed": 1}))
     assert figures["expired_without_reaching_end"] == 1
+
+
+def test_missing_and_unexpected_notifications_are_listed_to_look_up():
+    start = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+    kept, lost = Period(0, "b1", start), Period(0, "b2", start + 600)
+    frames = [
+        Received(WARNING, "b1", start, start - 299, start - 299.5, 1),
+        Received(WARNING, "b9", start + 1200, start + 901, start + 900.5, 2),
+    ]
+    sim = SimpleNamespace(
+        lots=[SimpleNamespace(warning_seconds=300)],
+        plan=SimpleNamespace(cars=[SimpleNamespace(lot=0)]),
+        watchers={0: SimpleNamespace(received=frames, reconnects=0)},
+        periods=[kept, lost],
+        expected=lambda: [(WARNING, kept), (WARNING, lost)],
+    )
+    warnings = notification_figures(sim)["warnings"]
+    assert (warnings["missing"], warnings["unexpected"]) == (1, 1)
+    assert warnings["missing_examples"] == [
+        {"car": 0, "booking_id": "b2", "end": "2023-11-14T22:23:20+00:00"}
+    ]
+    assert warnings["unexpected_examples"] == [
+        {"car": 0, "booking_id": "b9", "end": "2023-11-14T22:33:20+00:00", "arrival": start + 901}
+    ]
