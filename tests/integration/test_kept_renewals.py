@@ -67,21 +67,25 @@ def replica(engine) -> Deps:
     return Deps(engine=engine, payments=SimulatedProvider())
 
 
-async def lot_and_booking(deps: Deps, **lot) -> tuple[c.LotView, c.BookingView]:
+async def new_lot(deps: Deps, slot_count: int, **lot) -> tuple[c.LotView, c.SlotList]:
     made = await lot_handlers.create_lot(
         deps,
         c.CreateLot(
             actor=OWNER,
             name="Kept",
             address="1 Kept Street",
-            slot_count=2,
+            slot_count=slot_count,
             booking_seconds=BOOKING_SECONDS,
             warning_seconds=600,
             price_per_hour=c.MoneyIn("2.00"),
             **lot,
         ),
     )
-    slots = await lot_handlers.list_slots(deps, c.ListSlots(actor=OWNER, lot_id=made.id))
+    return made, await lot_handlers.list_slots(deps, c.ListSlots(actor=OWNER, lot_id=made.id))
+
+
+async def lot_and_booking(deps: Deps, **lot) -> tuple[c.LotView, c.BookingView]:
+    made, slots = await new_lot(deps, 2, **lot)
     warm_up = await handlers.create_booking(
         replica(deps.engine), c.CreateBooking(actor=DRIVER, slot_id=slots.items[1].id)
     )
@@ -182,19 +186,7 @@ async def test_a_renewal_retried_with_its_key_is_answered_once_from_a_kept_row(e
 
 
 async def bookings_of_one_lot(deps: Deps, n: int) -> list[c.BookingView]:
-    made = await lot_handlers.create_lot(
-        deps,
-        c.CreateLot(
-            actor=OWNER,
-            name="Kept many",
-            address="2 Kept Street",
-            slot_count=n,
-            booking_seconds=BOOKING_SECONDS,
-            warning_seconds=600,
-            price_per_hour=c.MoneyIn("2.00"),
-        ),
-    )
-    slots = await lot_handlers.list_slots(deps, c.ListSlots(actor=OWNER, lot_id=made.id))
+    _, slots = await new_lot(deps, n)
     return [
         await handlers.create_booking(deps, c.CreateBooking(actor=DRIVER, slot_id=s.id))
         for s in slots.items
