@@ -51,19 +51,17 @@ def spread(values: list[float], points=(50, 95, 99)) -> dict[str, float | None]:
 EXAMPLES = 20
 
 
-def _example(car: int, received: Any = None, period: Any = None) -> dict[str, Any]:
+def _example(car: int, booking_id: str, end: float, arrival: float | None = None) -> dict:
     """A notification to look up on the server: the car (its index in the plan), the
-    booking id and the booking end it named (ISO 8601, UTC), and for one received when
-    it arrived (Unix seconds)."""
-    booking_id = received.booking_id if received is not None else period.booking_id
-    end = received.end if received is not None else period.end
+    booking id and the booking end it named (epoch seconds, shown ISO 8601 UTC), and
+    for one received, when it arrived (epoch seconds)."""
     out: dict[str, Any] = {
         "car": car,
         "booking_id": booking_id,
         "end": datetime.fromtimestamp(end, UTC).isoformat(),
     }
-    if received is not None:
-        out["arrival"] = received.arrival
+    if arrival is not None:
+        out["arrival"] = arrival
     return out
 
 
@@ -94,7 +92,7 @@ def notification_figures(sim: Simulation) -> dict[str, Any]:
                         raced += 1  # the cancel was sent before the warning time
                     else:
                         unexpected += 1
-                        strays.append(_example(car, r))
+                        strays.append(_example(car, r.booking_id, r.end, r.arrival))
         want = sum(1 for k in expected if k[0] == kind)
         out[name] = {
             "expected": want,
@@ -105,9 +103,9 @@ def notification_figures(sim: Simulation) -> dict[str, Any]:
             "unexpected": unexpected,
             "unexpected_examples": strays[:EXAMPLES],
             "missing_examples": [
-                _example(p.car, None, p)
-                for k, p in ((k, periods[k[1:]]) for k in sorted(expected) if k[0] == kind)
-                if k not in seen
+                _example(periods[k[1:]].car, k[1], periods[k[1:]].end)
+                for k in sorted(expected)
+                if k[0] == kind and k not in seen
             ][:EXAMPLES],
             "after_cancel_race": raced,
             "lateness_seconds": spread(late),
