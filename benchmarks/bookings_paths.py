@@ -185,7 +185,9 @@ async def run(database_url: str, n: int, batch: int) -> dict[str, dict]:
     for start in range(0, n, batch):
         reqs = [
             c.RenewBooking(actor=driver, booking_id=view.id)
-            for driver, view in zip(drivers[start:], views[start : start + batch], strict=False)
+            for driver, view in zip(
+                drivers[start : start + batch], views[start : start + batch], strict=True
+            )
         ]
 
         async def together(reqs=reqs, start=start):
@@ -272,7 +274,7 @@ def print_rows(rows: dict[str, dict], calls: str) -> None:
             f"{name:{width}} {r['calls']:>7} {r['statements_per_call']:>6} "
             f"{r['begin_per_call']:>6} {r['commit_or_rollback_per_call']:>6} "
             f"{r['round_trips_per_call']:>6} {r['cpu_ms_per_call']:>8} "
-            f"{r.get('server_cpu_ms_per_call', ''):>9}"
+            f"{r['server_cpu_ms_per_call']:>9}"
         )
 
 
