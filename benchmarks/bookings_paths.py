@@ -14,8 +14,9 @@ within grace (a rebook), and cancel.
 Prints, per path and per call: statements sent, BEGIN and COMMIT/ROLLBACK (each one
 more round trip), their sum (round trips), and this process's CPU milliseconds
 (`time.process_time`, the handlers' Python side), and PostgreSQL's CPU milliseconds
-(its processes on this host, read with psutil). Round trips are exact; CPU is from one
-noisy run, so compare runs made in the same sitting. Asserts nothing.
+(its processes on this host, read with psutil, counted in clock ticks of 10 ms: give
+paths hundreds of calls, as the default `--n` does). Round trips are exact; CPU is from
+one noisy run, so compare runs made in the same sitting. Asserts nothing.
 """
 
 import argparse
