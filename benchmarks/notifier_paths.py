@@ -8,7 +8,9 @@ real PostgreSQL (as in `benchmarks.bookings_paths`: a new database of `--databas
 else one started with pgserver) and a real nats-server started here, which takes the
 live publishes. Each booking event notifies its driver and the lot's owner, as in a
 replay: `--n` drivers renew one after another, first one event per batch (what the
-consumer hands over when traffic is light), then `--batch` events per batch. Before
+consumer hands over when traffic is light), then `--batch` events per batch; both as
+first deliveries (no check for stored rows, what the consumer does with fresh events)
+and then "checked" (as for a redelivery), so the two compare within one run. Before
 them, the drivers' user.registered events are handled in batches of `--batch`; after
 them, each driver acks a notification, one request each and then in batches of
 `--batch`. The "registrations" and "ack" rows are per registration or ack, not per
@@ -82,7 +84,7 @@ async def run(database_url: str, nats_url: str, n: int, batch: int) -> dict[str,
     deps = handlers.Deps(engine=engine, nc=nc)
     owner = str(uuid7())
     drivers = [(str(uuid7()), str(uuid7())) for _ in range(n)]
-    costs = {"1 per batch": Cost(), f"{batch} per batch": Cost(), "registrations": Cost()}
+    costs = {"registrations": Cost()}
 
     for start in range(0, n, batch):  # user.registered, as the users consumer fetches it
         part = [registered(d) for d, _ in drivers[start : start + batch]]
@@ -95,20 +97,26 @@ async def run(database_url: str, nats_url: str, n: int, batch: int) -> dict[str,
     # Warm-up (prepared statements, compiled cache, every inbox made): not counted.
     for driver, booking in drivers:
         await handlers.on_events(deps, [renewed(driver, owner, booking, 1)])
-    for driver, booking in drivers:
-        payload = renewed(driver, owner, booking, 2)
+    version = 1
+    for first, how in [(True, "first delivery"), (False, "checked")]:
+        version += 1
+        costs[f"1 per batch, {how}"] = cost = Cost()
+        for driver, booking in drivers:
+            payload = renewed(driver, owner, booking, version)
 
-        async def one(payload=payload):
-            await handlers.on_events(deps, [payload])
+            async def one(payload=payload, first=first):
+                await handlers.on_events(deps, [payload], first_delivery=first)
 
-        await counting.measure(costs["1 per batch"], 1, one)
-    for start in range(0, n, batch):
-        payloads = [renewed(d, owner, b, 3) for d, b in drivers[start : start + batch]]
+            await counting.measure(cost, 1, one)
+        version += 1
+        costs[f"{batch} per batch, {how}"] = cost = Cost()
+        for start in range(0, n, batch):
+            payloads = [renewed(d, owner, b, version) for d, b in drivers[start : start + batch]]
 
-        async def many(payloads=payloads):
-            await handlers.on_events(deps, payloads)
+            async def many(payloads=payloads, first=first):
+                await handlers.on_events(deps, payloads, first_delivery=first)
 
-        await counting.measure(costs[f"{batch} per batch"], 1, many)
+            await counting.measure(cost, 1, many)
     # Acks of every driver's last notification: one per request (notifier.inbox.ack),
     # then as the api gathers them (notifier.inbox.ack_batch).
     costs["ack, one each"] = Cost()

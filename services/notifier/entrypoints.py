@@ -102,11 +102,15 @@ async def serve(
     await natsconn.ensure_streams(js)
     deps = Deps(engine=engine, nc=nc, clock=clock)
 
+    # A message at its first delivery cannot have been stored by an earlier try, so
+    # the notifier leaves out its check for stored rows (handlers.on_events).
     async def handle(msg: Msg) -> None:
-        await handlers.on_event(deps, msg.data)
+        first = msg.metadata.num_delivered == 1
+        await handlers.on_events(deps, [msg.data], first_delivery=first)
 
     async def handle_batch(msgs: list[Msg]) -> list[None]:
-        await handlers.on_events(deps, [m.data for m in msgs])
+        first = all(m.metadata.num_delivered == 1 for m in msgs)
+        await handlers.on_events(deps, [m.data for m in msgs], first_delivery=first)
         return [None] * len(msgs)
 
     async def handle_user(msg: Msg) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import msgspec
 import structlog
 from nats.aio.client import Client
@@ -153,12 +154,9 @@ def require_admin(actor: Actor) -> None:
 # ----- events -----
 
 
-async def on_event(deps: Deps, payload: bytes) -> list[c.Notification]:
-    """`on_events` for one event."""
-    return await on_events(deps, [payload])
-
-
-async def on_events(deps: Deps, payloads: list[bytes]) -> list[c.Notification]:
+async def on_events(
+    deps: Deps, payloads: list[bytes], first_delivery: bool = False
+) -> list[c.Notification]:
     """Store the notifications a batch of events causes in one transaction (idempotent
     by event id and recipient), rendered with the templates in force as that transaction
     sees them, then publish each new one on notify.user.<id> with the recipient's
@@ -171,6 +169,14 @@ async def on_events(deps: Deps, payloads: list[bytes]) -> list[c.Notification]:
     check for already stored rows; insert and advance the inboxes; COMMIT), six when the
     overrides changed: each round trip to PostgreSQL is a loopback `send`, the most
     expensive thing this service does (profiled in a replay; benchmarks/notifier_paths.py).
+
+    `first_delivery`: every payload is at its first JetStream delivery, so no earlier
+    try of it can have stored its notifications, and the check is left out: four round
+    trips. An event can still be stored already when the stream holds a second copy of
+    it (the outbox published it again after the stream's duplicate window) or when the
+    durable consumer was made again over old events. Then the insert violates
+    uq_notifications_event_user, the transaction rolls back whole, and the batch is
+    stored again with the check: nothing doubled, no seq skipped.
     """
     events = [decode_envelope(p) for p in payloads]
     relevant = [
@@ -181,6 +187,37 @@ async def on_events(deps: Deps, payloads: list[bytes]) -> list[c.Notification]:
     planned = _plan(relevant, deps.overrides)
     if not planned:
         return []
+    if first_delivery:
+        try:
+            stored = await _store(deps, relevant, planned, check_stored=False)
+        except asyncpg.UniqueViolationError:
+            log.info("a first delivery was stored already; storing the batch with the check")
+            stored = await _store(deps, relevant, planned, check_stored=True)
+    else:
+        stored = await _store(deps, relevant, planned, check_stored=True)
+    for i, s in enumerate(stored, 1):
+        await publish(
+            deps,
+            s.user_id,
+            c.LiveNotification(
+                notification=served(s.notification),
+                push=not s.notification.silent,
+                unread_count=s.unread_count,
+                version=s.version,
+            ),
+        )
+        await let_flusher_write(i)
+    return [served(s.notification) for s in stored]
+
+
+async def _store(
+    deps: Deps,
+    relevant: list[tuple[Any, domain.Facts]],
+    planned: list[tuple[str, domain.Planned]],
+    check_stored: bool,
+) -> list[storage.Stored]:
+    """One transaction of `on_events`: the inboxes locked, `planned` rendered again if
+    the template overrides changed, the new notifications stored (`storage.store_many`)."""
     now = deps.clock()
     async with raw_connection(deps.engine) as conn, conn.transaction():
         locked = await storage.lock_inboxes(conn, [p.user_id for _, p in planned])
@@ -210,20 +247,9 @@ async def on_events(deps: Deps, payloads: list[bytes]) -> list[c.Notification]:
             ],
             now,
             locked,
+            check_stored,
         )
-    for i, s in enumerate(stored, 1):
-        await publish(
-            deps,
-            s.user_id,
-            c.LiveNotification(
-                notification=served(s.notification),
-                push=not s.notification.silent,
-                unread_count=s.unread_count,
-                version=s.version,
-            ),
-        )
-        await let_flusher_write(i)
-    return [served(s.notification) for s in stored]
+    return stored
 
 
 def _plan(

@@ -267,6 +267,7 @@ async def store_many(
     items: list[NewNotification],
     now: datetime,
     locked: Locked | None = None,
+    check_stored: bool = True,
 ) -> list[Stored]:
     """Store many notifications (of many events and users) in the caller's transaction
     on a raw connection: each user's seqs continue gaplessly in the order of `items`,
@@ -275,7 +276,13 @@ async def store_many(
     check for already stored rows comes after the lock, so it sees every concurrent
     replica's committed work. Three round trips at most: lock (unless given), check
     (only for items with an event id), insert and advance. Returns the new ones in the
-    order of `items`."""
+    order of `items`.
+
+    `check_stored=False` leaves the check out, for items that cannot have been stored
+    before (events at their first delivery): repeats within `items` are still skipped,
+    and an (event_id, user_id) stored after all makes the insert raise
+    asyncpg.UniqueViolationError (constraint uq_notifications_event_user), so the
+    caller's transaction rolls back whole and nothing is doubled or skipped."""
     if not items:
         return []
     if locked is None:
@@ -283,7 +290,7 @@ async def store_many(
     state = locked.state
     keyed = [i for i in items if i.event_id is not None]
     seen: set[tuple[str, str]] = set()
-    if keyed:
+    if keyed and check_stored:
         rows = await conn.fetch(
             _ALREADY_STORED, [i.event_id for i in keyed], [i.user_id for i in keyed]
         )

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
+from sqlalchemy import event as sa_event
 
 from services.contracts import notifier as n
 from services.contracts import subjects
@@ -175,3 +176,71 @@ async def test_a_batch_of_registrations_is_one_upsert_with_the_later_roles(deps)
             await conn.execute(storage.users.select().where(storage.users.c.user_id == ann))
         ).one()
     assert row.roles == ["admin"] and row.registered_at == first.time
+
+
+async def test_a_first_delivery_leaves_out_the_check_and_still_skips_a_stored_copy(
+    nc, database_url
+):
+    engine = make_engine(database_url, pool_size=1)
+    sent: list[str] = []
+
+    def watch(dbapi_connection, record) -> None:
+        dbapi_connection.driver_connection.add_query_logger(lambda r: sent.append(r.query))
+
+    sa_event.listen(engine.sync_engine, "connect", watch)
+    deps = handlers.Deps(engine=engine, nc=nc)
+    try:
+        driver, owner = str(uuid7()), str(uuid7())
+        live = await Collector().start(nc, f"notify.user.{driver}")
+        created = event(subjects.BOOKING_CREATED, driver, owner)
+        assert len(await handlers.on_events(deps, encoded(created), first_delivery=True)) == 2
+        await asyncio.sleep(0)  # asyncpg tells its query loggers in the loop's next turn
+        assert storage._ALREADY_STORED not in sent
+
+        # A second copy of `created` in the stream (published again after the stream's
+        # duplicate window), at its first delivery, in a batch with a new event.
+        renewed = event(subjects.BOOKING_RENEWED, driver, owner, created.data.booking_id)
+        stored = await handlers.on_events(deps, encoded(created, renewed), first_delivery=True)
+        assert [x.type for x in stored] == ["booking.renewed"]
+        await asyncio.sleep(0)
+        assert storage._ALREADY_STORED in sent  # the batch was stored again with the check
+
+        assert [(x.seq, x.type) for x in await _inbox(engine, driver)] == [
+            (1, "booking.created"),
+            (2, "booking.renewed"),
+        ]
+        async with engine.connect() as conn:
+            assert await storage.summary(conn, driver, datetime.now(UTC)) == (2, 2, 2)
+        await live.caught_up(nc, f"notify.user.{driver}")
+        assert [(f["unread_count"], f["version"]) for _, _, f in live.items] == [(1, 1), (2, 2)]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_second_copy_of_an_event_in_the_stream_notifies_once(nc, nats_url, database_url):
+    driver, owner = str(uuid7()), str(uuid7())
+    live = await Collector().start(nc, f"notify.user.{driver}")
+    created = event(subjects.BOOKING_CREATED, driver, owner)
+    async with running(serve, Settings(Common(nats_url, database_url))):
+        await publish(nc, created)
+        await eventually(lambda: _last_seq(nc, driver, 1))
+        # The same event under another message id: JetStream stores it as a new message,
+        # which the notifier gets at its first delivery.
+        await publish(nc, created, msg_id=f"again-{created.id}")
+        await publish(nc, event(subjects.BOOKING_EXPIRING, driver, owner))
+        await eventually(lambda: _last_seq(nc, driver, 2))
+        await eventually(lambda: _all_settled(nc))
+    assert [x.type for x in await _inbox_of(database_url, driver)] == [
+        "booking.created",
+        "booking.expiring",
+    ]
+    await live.caught_up(nc, f"notify.user.{driver}")
+    assert [f["notification"]["seq"] for _, _, f in live.items] == [1, 2]
+
+
+async def _inbox_of(database_url: str, user: str) -> list[n.Notification]:
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        return await _inbox(engine, user)
+    finally:
+        await engine.dispose()
