@@ -204,6 +204,28 @@ async def test_one_statement_stores_answers_and_claims_keys(api, database_url):
             ("k-new", None, None),
             ("k-twice", None, None),
         ]
+
+        # At most one claim and one answer: the statement with plain parameters.
+        assert idempotency._statement([], [answer])[0] is idempotency._CLAIM_AND_STORE_ONE
+        answer_new = idempotency._Answer("u-batch", "k-new", 200, b"[]", b'{"id": 2}')
+        one = idempotency._Claim("u-batch", "k-one", "h3", at)
+        assert await middleware.claim_and_store([answer_new, one]) == [None, True]
+        assert await middleware.claim_and_store([one]) == [False]
+        answer_one = idempotency._Answer("u-batch", "k-one", 409, b"[]", b'{"detail": "x"}')
+        assert await middleware.claim_and_store([answer_one]) == [None]
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT key, status_code, response_body FROM identity.idempotency_keys"
+                        " WHERE principal = 'u-batch' AND key IN ('k-new', 'k-one') ORDER BY key"
+                    )
+                )
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            ("k-new", 200, b'{"id": 2}'),
+            ("k-one", 409, b'{"detail": "x"}'),
+        ]
     finally:
         await engine.dispose()
 
