@@ -103,3 +103,40 @@ async def test_the_counter_matches_a_count_after_every_kind_of_change(database_u
             assert [r[0] for r in raw] == [1, 0]  # the counter itself, expired rows gone
     finally:
         await engine.dispose()
+
+
+async def test_a_new_notification_counts_without_unread_ones_that_expired(database_url):
+    """The unread count a new notification carries leaves out unread ones that expired
+    and are not purged yet, for one new notification and for several; seqs continue
+    without a gap."""
+    engine = make_engine(database_url, pool_size=1)
+    ann, bob = sorted(str(uuid7()) for _ in range(2))
+    try:
+        async with engine.begin() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            await storage.store_many(raw, [note(ann), note(bob)], T0)
+            await storage.bulk_store(
+                conn,
+                user_ids=[ann, bob],
+                silent=[],
+                event_id=str(uuid7()),
+                type="announcement",
+                level="info",
+                priority="normal",
+                title="t",
+                body="b",
+                data="{}",
+                now=T0,
+                expires_at=T0 + timedelta(minutes=5),
+            )
+        later = T0 + timedelta(minutes=10)
+        async with engine.begin() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            one = await storage.store_many(raw, [note(ann)], later)
+            assert [(s.notification.seq, s.version, s.unread_count) for s in one] == [(3, 3, 2)]
+            two = await storage.store_many(raw, [note(ann), note(bob)], later)
+            assert [(s.notification.seq, s.unread_count) for s in two] == [(4, 3), (3, 2)]
+            assert await counted(conn, [ann, bob], later) == await truth(conn, [ann, bob], later)
+            assert await storage.summary(conn, ann, later) == (3, 4, 4)
+    finally:
+        await engine.dispose()
