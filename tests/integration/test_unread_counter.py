@@ -41,6 +41,24 @@ async def truth(conn, user_ids: list[str], now: datetime) -> dict[str, int]:
     return {u: found.get(u, 0) for u in user_ids}
 
 
+async def announce(conn, user_ids: list[str], silent: list[str], expires: datetime | None):
+    """An announcement to `user_ids` at T0 (`storage.bulk_store`), expiring at `expires`."""
+    await storage.bulk_store(
+        conn,
+        user_ids=user_ids,
+        silent=silent,
+        event_id=str(uuid7()),
+        type="announcement",
+        level="info",
+        priority="normal",
+        title="t",
+        body="b",
+        data="{}",
+        now=T0,
+        expires_at=expires,
+    )
+
+
 async def counted(conn, user_ids: list[str], now: datetime) -> dict[str, int]:
     counts = await storage.unread_counts(conn, user_ids, now)
     summaries = await storage.summaries(conn, user_ids, now)
@@ -61,20 +79,7 @@ async def test_the_counter_matches_a_count_after_every_kind_of_change(database_u
             )
             assert [s.unread_count for s in stored] == [1, 2, 1]
             for expires in (T0 + timedelta(minutes=5), None):
-                await storage.bulk_store(
-                    conn,
-                    user_ids=users,
-                    silent=[bob],
-                    event_id=str(uuid7()),
-                    type="announcement",
-                    level="info",
-                    priority="normal",
-                    title="t",
-                    body="b",
-                    data="{}",
-                    now=T0,
-                    expires_at=expires,
-                )
+                await announce(conn, users, [bob], expires)
             assert await counted(conn, users, T0) == await truth(conn, users, T0)
             assert (await counted(conn, users, T0))[ann] == 4
 
@@ -115,20 +120,7 @@ async def test_a_new_notification_counts_without_unread_ones_that_expired(databa
         async with engine.begin() as conn:
             raw = (await conn.get_raw_connection()).driver_connection
             await storage.store_many(raw, [note(ann), note(bob)], T0)
-            await storage.bulk_store(
-                conn,
-                user_ids=[ann, bob],
-                silent=[],
-                event_id=str(uuid7()),
-                type="announcement",
-                level="info",
-                priority="normal",
-                title="t",
-                body="b",
-                data="{}",
-                now=T0,
-                expires_at=T0 + timedelta(minutes=5),
-            )
+            await announce(conn, [ann, bob], [], T0 + timedelta(minutes=5))
         later = T0 + timedelta(minutes=10)
         async with engine.begin() as conn:
             raw = (await conn.get_raw_connection()).driver_connection
