@@ -68,16 +68,31 @@ async def create_lot(deps: Deps, req: c.CreateLot) -> c.LotView:
         return await _lot(conn, lot_id, with_slots=True)
 
 
+# All of a lot's new slots in one statement: as one INSERT per slot, a lot of 5,000
+# slots took about 1 s to create.
+_INSERT_SLOTS = sa.text("""
+    INSERT INTO bookings.slots (id, lot_id, label, position)
+    SELECT s.id, CAST(:lot_id AS uuid), s.label, s.position
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:labels AS text[]), CAST(:positions AS int[]))
+        AS s(id, label, position)
+""")
+
+
 async def _insert_slots(
     conn: AsyncConnection, lot_id: str, labels: list[str], first: int
 ) -> list[str]:
+    """Insert slots labelled `labels` in `lot_id`, at positions from `first` on, in one
+    statement; their new ids in the same order. Raises IntegrityError when a label is
+    taken in the lot (uq_slots_lot_label)."""
     ids = [str(uuid7()) for _ in labels]
     await conn.execute(
-        slots.insert(),
-        [
-            {"id": i, "lot_id": lot_id, "label": label, "position": first + n}
-            for n, (i, label) in enumerate(zip(ids, labels, strict=True))
-        ],
+        _INSERT_SLOTS,
+        {
+            "lot_id": lot_id,
+            "ids": ids,
+            "labels": labels,
+            "positions": list(range(first, first + len(labels))),
+        },
     )
     return ids
 
