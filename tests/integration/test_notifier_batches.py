@@ -217,7 +217,9 @@ async def test_a_first_delivery_leaves_out_the_check_and_still_skips_a_stored_co
         await engine.dispose()
 
 
-async def test_a_second_copy_of_an_event_in_the_stream_notifies_once(nc, nats_url, database_url):
+async def test_a_second_copy_of_an_event_in_the_stream_notifies_once(
+    nc, nats_url, database_url, deps
+):
     driver, owner = str(uuid7()), str(uuid7())
     live = await Collector().start(nc, f"notify.user.{driver}")
     created = event(subjects.BOOKING_CREATED, driver, owner)
@@ -230,17 +232,9 @@ async def test_a_second_copy_of_an_event_in_the_stream_notifies_once(nc, nats_ur
         await publish(nc, event(subjects.BOOKING_EXPIRING, driver, owner))
         await eventually(lambda: _last_seq(nc, driver, 2))
         await eventually(lambda: _all_settled(nc))
-    assert [x.type for x in await _inbox_of(database_url, driver)] == [
+    assert [x.type for x in await _inbox(deps.engine, driver)] == [
         "booking.created",
         "booking.expiring",
     ]
     await live.caught_up(nc, f"notify.user.{driver}")
     assert [f["notification"]["seq"] for _, _, f in live.items] == [1, 2]
-
-
-async def _inbox_of(database_url: str, user: str) -> list[n.Notification]:
-    engine = make_engine(database_url, pool_size=1)
-    try:
-        return await _inbox(engine, user)
-    finally:
-        await engine.dispose()
