@@ -18,6 +18,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import msgspec
@@ -281,6 +282,31 @@ async def stream_events(nats_url: str, subject: str = ">") -> list[RawCloudEvent
         await nc.close()
 
 
+async def fired_timers(nats_url: str, booking_id: str) -> list[str]:
+    """The fired timers of one booking still on TIMERS, for a failure message: when the
+    server fired each (its stored time), its version, and what it says was due."""
+    nc = await nats.connect(nats_url)
+    try:
+        sub = await nc.jetstream().pull_subscribe(
+            f"timers.fired.booking.*.{booking_id}",
+            stream="TIMERS",
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=30
+            ),
+        )
+        try:
+            msgs = await sub.fetch(20, timeout=5)
+        except (nats.errors.TimeoutError, TimeoutError):
+            return []
+        return [
+            f"  TIMERS #{m.metadata.sequence.stream} fired at {m.metadata.timestamp} "
+            f"{m.data.decode()}"
+            for m in msgs
+        ]
+    finally:
+        await nc.close()
+
+
 async def dead_letters(h: Harness) -> list[str]:
     """Every dead letter: outbox rows given up on, and messages on stream DEAD (each
     with its headers saying where it came from and why)."""
@@ -320,11 +346,33 @@ class Verdict:
     expired: int
     renewed: int
     notifications: int
-    lateness: list[tuple[datetime, float]]
+    lateness: list[tuple[datetime, float, str]]  # (end, seconds late, booking id)
+    events: list[RawCloudEvent] = field(default_factory=list)
 
     def worst_lateness(self, since: datetime | None = None) -> float:
         """The latest expiry of a booking that ended at or after `since` (default: all)."""
-        return max((s for end, s in self.lateness if since is None or end >= since), default=0.0)
+        return max((s for end, s, _ in self.lateness if since is None or end >= since), default=0.0)
+
+    def latest(self, since: datetime | None = None) -> str:
+        """The booking of `worst_lateness(since)`, or "" when none ended since."""
+        late = [(s, b) for end, s, b in self.lateness if since is None or end >= since]
+        return max(late)[1] if late else ""
+
+    def story(self, booking_id: str, log_dir: Path | None = None) -> str:
+        """What happened to one booking, for a failure message: its events on EVENTS
+        (stream seq, type, time, version, end) and every service log line naming it."""
+        lines = [f"booking {booking_id}:"]
+        for e in self.events:
+            if e.subject == booking_id:
+                data = msgspec.json.decode(e.data)
+                lines.append(
+                    f"  #{STREAM_SEQ.get(e.id)} {e.type} at {e.time.isoformat()} "
+                    f"v{data.get('version')} end {data.get('end_time')}"
+                )
+        for log in sorted(log_dir.glob("*.log")) if log_dir is not None else []:
+            named = [x for x in log.read_text().splitlines() if booking_id in x]
+            lines += [f"  {log.stem}: {x[:400]}" for x in named]
+        return "\n".join(lines)
 
 
 async def all_ended(h: Harness, timeout: float) -> None:
@@ -392,7 +440,7 @@ async def verify(h: Harness, traffic: Traffic) -> Verdict:
         end = datetime.fromisoformat(data["end_time"])
         assert end == b.end_time and data["version"] == b.version, ("stale expiry", data, b)
         assert e.time >= end, ("expired early", e.time, end, b)
-        lateness.append((end, (e.time - end).total_seconds()))
+        lateness.append((end, (e.time - end).total_seconds(), b.id))
     for b in bookings:
         assert b.status == "expired", ("not expired", b)
         assert expired[b.id] == 1, ("expired events", expired[b.id], b)
@@ -429,4 +477,5 @@ async def verify(h: Harness, traffic: Traffic) -> Verdict:
         renewed=sum(1 for e in events if e.type == "booking.renewed"),
         notifications=len(inbox),
         lateness=lateness,
+        events=[e for e in events if e.type.startswith("booking.")],
     )
