@@ -135,6 +135,15 @@ def warning_is_due(booking: BookingClock, fired_version: int) -> bool:
     )
 
 
+def expiry_warns_first(booking: BookingClock) -> bool:
+    """Whether expiring `booking` (active, its end come) must first send its period's
+    warning, late. A driver is never expired without a warning: the warning's fire can
+    come after the expiry's, as when the process holding it was killed and the server
+    redelivered it after the expiry had been delivered, or not at all. The warning it
+    would have sent is then dropped as stale (`warning_is_due`)."""
+    return booking.warned_version != booking.version
+
+
 class ExpiryDecision(enum.Enum):
     """What to do with a fired expiry timer."""
 

@@ -159,6 +159,31 @@ async def test_fired_timers_warn_once_expire_and_drop_stale_fires(bookings):
     assert lot_now.free_slots == 2
 
 
+async def test_an_expiry_before_its_warning_warns_first_and_the_late_warning_is_dropped(
+    bookings,
+):
+    # The order a killed bookings process leaves: the warning it held is redelivered
+    # after the ack wait, the expiry delivered meanwhile comes first.
+    lot = await make_lot(bookings, booking_seconds=1, warning_seconds=0)
+    booking = await call(
+        bookings,
+        subjects.BOOKINGS_BOOKING_CREATE,
+        c.CreateBooking(actor=DRIVER, slot_id=lot.slots[0].id),
+        c.BookingView,
+    )
+    await asyncio.sleep(max(0.0, (booking.end_time - datetime.now(UTC)).total_seconds()))
+    await fire(bookings, booking, "expiry", 1)
+    await eventually(lambda: _status_is(bookings, booking.id, "expired"), timeout=10)
+    await fire(bookings, booking, "warning", 1)
+    await consumed(bookings.jetstream(), subjects.TIMERS_STREAM, "bookings-timers")
+    mine = [
+        e.type
+        for _, e in await events(bookings, "booking.>")
+        if e.subject == booking.id and e.type != subjects.BOOKING_CREATED
+    ]
+    assert mine == [subjects.BOOKING_EXPIRING, subjects.BOOKING_EXPIRED]
+
+
 async def _status_is(nc, booking_id, status):
     b = await get(nc, booking_id)
     return b if b.status == status else None
@@ -260,8 +285,8 @@ async def test_sweep_applies_many_overdue_bookings_in_batches(nats_url, database
     from services.bookings.payments import SimulatedProvider
     from services.runtime.db import make_engine
 
-    # Batches of 3 fires: the second booking's warning and expiry fall into two of them.
-    monkeypatch.setattr(timers, "SWEEP_BATCH", 3)
+    # Batches of 2 expiries: the three bookings take two of them.
+    monkeypatch.setattr(timers, "SWEEP_BATCH", 2)
     async with (
         running(serve, Settings(Common(nats_url, database_url))),
         nats_client(nats_url) as nc,

@@ -72,6 +72,12 @@ def clock(status="active", version=1, end=T0, warned=None):
     return BookingClock(status, version, end, warned)
 
 
+def test_an_expiry_warns_first_when_its_period_was_not_warned():
+    assert domain.expiry_warns_first(clock())
+    assert domain.expiry_warns_first(clock(version=2, warned=1))  # warned the last period only
+    assert not domain.expiry_warns_first(clock(warned=1))
+
+
 def test_warning_counts_once_per_period():
     assert domain.warning_is_due(clock(), 1)
     assert not domain.warning_is_due(clock(warned=1), 1)

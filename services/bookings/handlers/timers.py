@@ -18,8 +18,7 @@ from services.runtime.db import raw_connection
 from services.runtime.metrics import TIMER_LATENESS
 from services.runtime.outbox import Pending, pending
 
-# Fires per batch in the overdue sweep (a booking's warning and expiry may fall into
-# two batches; they are still applied in order).
+# Expiry fires per batch in the overdue sweep.
 SWEEP_BATCH = 50
 # Reads and decisions per batch before the fires of a booking that changed every time
 # (renewed in between, each time) are handed back for redelivery after
@@ -121,7 +120,11 @@ def _decide(
         if decision is domain.ExpiryDecision.RETRY:
             outcomes[k] = (clock.end_time - now).total_seconds()
         elif decision is domain.ExpiryDecision.EXPIRE:
-            state[booking_id] = replace(clock, status="expired")
+            if domain.expiry_warns_first(clock):
+                data = booking_event_data(row, row.staff_ids)
+                events.append(pending(new_event(subjects.BOOKING_EXPIRING, SOURCE, data, row.id)))
+                event_bookings.append(booking_id)
+            state[booking_id] = replace(clock, status="expired", warned_version=clock.version)
             after = row._replace(status="expired", updated_at=now)
             data = booking_event_data(after, row.staff_ids)
             events.append(pending(new_event(subjects.BOOKING_EXPIRED, SOURCE, data, row.id)))
@@ -154,32 +157,24 @@ async def sweep_overdue(deps: Deps, overdue_seconds: float, limit: int = 200) ->
     async with deps.engine.connect() as conn:
         rows = (
             await conn.execute(
-                sa.select(
-                    bookings.c.id,
-                    bookings.c.version,
-                    bookings.c.end_time,
-                    bookings.c.warned_version,
-                )
+                sa.select(bookings.c.id, bookings.c.version, bookings.c.end_time)
                 .where(bookings.c.status == "active", bookings.c.end_time < cutoff)
                 .order_by(bookings.c.end_time)
                 .limit(limit)
             )
         ).all()
-    fires: list[TimerFired] = []
-    for row in rows:
-        kinds = ("expiry",) if row.warned_version == row.version else ("warning", "expiry")
-        # A booking's warning goes first: its timers may be late rather than lost (an
-        # overloaded timer consumer), and a driver is never expired without a warning.
-        fires.extend(
-            TimerFired(
-                booking_id=row.id,
-                kind=kind,
-                version=row.version,
-                end_time=row.end_time,
-                fire_at=row.end_time,
-            )
-            for kind in kinds
+    # Only the expiries: one of a booking not yet warned for its period sends the
+    # warning first (domain.expiry_warns_first).
+    fires = [
+        TimerFired(
+            booking_id=row.id,
+            kind="expiry",
+            version=row.version,
+            end_time=row.end_time,
+            fire_at=row.end_time,
         )
+        for row in rows
+    ]
     for start in range(0, len(fires), SWEEP_BATCH):
         await on_timers_fired(deps, fires[start : start + SWEEP_BATCH])
     return len(rows)
