@@ -6,10 +6,10 @@ test does one fault while that traffic runs: kill -9 a service and start it agai
 kill -9 nats-server and start it again, or restart PostgreSQL. Then the traffic stops,
 every booking reaches its end, and the checks of `load.verify` run over everything so
 far: every notification in its inbox once and on its socket once in order, every
-booking expired exactly once and never early, no slot held twice, no outbox row
-unpublished and no consumer with anything pending. Each fault must heal within 10 s of
-the restart: no expiry later than the outage (until the process or server is back and
-ready) plus 5 s.
+booking expired exactly once, never early and never without its period's warning, no
+slot held twice, no outbox row unpublished and no consumer with anything pending.
+Each fault must heal within 10 s of the restart: no expiry later than the outage
+(until the process or server is back and ready) plus 5 s.
 
 The heal figures (from the fault to the first successful booking, to every backlog
 empty, and the worst expiry lateness) are printed (`-s`) and kept in

@@ -427,7 +427,12 @@ async def verify(h: Harness, traffic: Traffic) -> Verdict:
             assert cur.start_time >= prev.end_time, ("slot held twice", prev, cur)
 
     # Every booking reached its end and expired exactly once, never early, at the end
-    # of its last period.
+    # of its last period, and never without the warning of that period.
+    warned = {
+        (e.subject, msgspec.json.decode(e.data)["version"])
+        for e in events
+        if e.type == "booking.expiring"
+    }
     expired = Counter()
     lateness: list[tuple[datetime, float]] = []
     by_id = {b.id: b for b in bookings}
@@ -440,6 +445,7 @@ async def verify(h: Harness, traffic: Traffic) -> Verdict:
         end = datetime.fromisoformat(data["end_time"])
         assert end == b.end_time and data["version"] == b.version, ("stale expiry", data, b)
         assert e.time >= end, ("expired early", e.time, end, b)
+        assert (b.id, b.version) in warned, ("expired without its warning", b)
         lateness.append((end, (e.time - end).total_seconds(), b.id))
     for b in bookings:
         assert b.status == "expired", ("not expired", b)
