@@ -112,8 +112,7 @@ def _decide(
         if f.kind == "warning":
             if domain.warning_is_due(clock, f.version):
                 state[booking_id] = replace(clock, warned_version=clock.version)
-                data = booking_event_data(row, row.staff_ids)
-                events.append(pending(new_event(subjects.BOOKING_EXPIRING, SOURCE, data, row.id)))
+                events.append(_warning(row))
                 event_bookings.append(booking_id)
             continue
         decision = domain.decide_expiry(clock, f.version, now)
@@ -121,8 +120,7 @@ def _decide(
             outcomes[k] = (clock.end_time - now).total_seconds()
         elif decision is domain.ExpiryDecision.EXPIRE:
             if domain.expiry_warns_first(clock):
-                data = booking_event_data(row, row.staff_ids)
-                events.append(pending(new_event(subjects.BOOKING_EXPIRING, SOURCE, data, row.id)))
+                events.append(_warning(row))
                 event_bookings.append(booking_id)
             state[booking_id] = replace(clock, status="expired", warned_version=clock.version)
             after = row._replace(status="expired", updated_at=now)
@@ -135,6 +133,12 @@ def _decide(
         for i, c in state.items()
     ]
     return _Decided(changes, events, event_bookings, freed)
+
+
+def _warning(row: storage.BookingRow) -> Pending:
+    """The `booking.expiring` event of the booking's current period."""
+    data = booking_event_data(row, row.staff_ids)
+    return pending(new_event(subjects.BOOKING_EXPIRING, SOURCE, data, row.id))
 
 
 def _valid_id(value: str) -> str | None:
