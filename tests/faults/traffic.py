@@ -434,7 +434,7 @@ async def verify(h: Harness, traffic: Traffic) -> Verdict:
         if e.type == "booking.expiring"
     }
     expired = Counter()
-    lateness: list[tuple[datetime, float]] = []
+    lateness: list[tuple[datetime, float, str]] = []
     by_id = {b.id: b for b in bookings}
     for e in events:
         if e.type != "booking.expired":
